@@ -1,0 +1,48 @@
+"""The queue's settings, read from ``django.conf.settings`` each time they are used.
+
+Reading at use time keeps ``override_settings`` effective in tests and lets
+the system checks in :mod:`background_task.checks` report bad values before a
+worker starts.
+"""
+
+import math
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+DEFAULT_MAX_ATTEMPTS = 25
+DEFAULT_MAX_RUN_TIME = 3600
+
+
+def max_attempts_problem(value: object) -> str | None:
+    """Return why ``value`` is not a valid MAX_ATTEMPTS, or None if it is."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return f"MAX_ATTEMPTS must be a whole number of at least 1; got {value!r}."
+    return None
+
+
+def max_run_time_problem(value: object) -> str | None:
+    """Return why ``value`` is not a valid MAX_RUN_TIME, or None if it is."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not is_number or not math.isfinite(value) or value <= 0:
+        return f"MAX_RUN_TIME must be a positive number of seconds; got {value!r}."
+    return None
+
+
+def max_attempts() -> int:
+    """Return how many times a task may run before it is marked failed."""
+    value = getattr(settings, "MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)
+    problem = max_attempts_problem(value)
+    if problem:
+        raise ImproperlyConfigured(problem)
+    return value
+
+
+def max_run_time() -> timedelta:
+    """Return how long a lock holds, which is also the limit on one run of a task."""
+    value = getattr(settings, "MAX_RUN_TIME", DEFAULT_MAX_RUN_TIME)
+    problem = max_run_time_problem(value)
+    if problem:
+        raise ImproperlyConfigured(problem)
+    return timedelta(seconds=value)

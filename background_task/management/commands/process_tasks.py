@@ -1,0 +1,68 @@
+import argparse
+import math
+from contextlib import ExitStack
+
+from django.core.management.base import BaseCommand, CommandError
+
+from background_task.discovery import autodiscover_tasks
+from background_task.log_options import LEVELS, logging_options
+from background_task.worker import Worker
+
+
+def seconds(text: str) -> float:
+    """Parse a number of seconds for argparse, naming the bad value."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {text!r}")
+    return value
+
+
+def non_negative_seconds(text: str) -> float:
+    value = seconds(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text!r}")
+    return value
+
+
+class Command(BaseCommand):
+    help = "Run due background tasks one at a time, waiting for new ones when none is due."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--duration", type=seconds, default=0,
+            help="Stop after this many seconds, once the task in progress ends; 0 or less runs forever (default: 0).",
+        )
+        parser.add_argument(
+            "--sleep", type=non_negative_seconds, default=5,
+            help="Seconds to wait before looking again when no task is due (default: 5).",
+        )
+        parser.add_argument(
+            "--log-file", metavar="PATH",
+            help="Write the background_task log to this file instead of stderr.",
+        )
+        parser.add_argument(
+            "--log-std", action="store_true",
+            help="Log each task's stdout at INFO and its stderr at ERROR while it runs.",
+        )
+        parser.add_argument(
+            "--log-level", choices=LEVELS, type=str.upper,
+            help="Lowest level of background_task log records to write (default: INFO when --log-file is given, else the project's LOGGING).",
+        )
+
+    def handle(self, *args, duration: float, sleep: float, log_file: str | None,
+               log_std: bool, log_level: str | None, **options) -> None:
+        try:
+            autodiscover_tasks()
+        except ImportError as error:
+            raise CommandError(str(error)) from error
+
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(logging_options(log_level, log_file))
+            except OSError as error:
+                raise CommandError(f"--log-file {log_file!r} cannot be opened: {error}") from error
+
+            Worker(capture_output=log_std).run(duration=duration, sleep=sleep)

@@ -1,0 +1,87 @@
+"""Recording how a run ended, only while the worker still holds the task's lock.
+
+Each write is one UPDATE or DELETE whose WHERE clause names the lock the
+worker took. If another worker has since claimed the row after the lock
+expired, the write matches nothing and the row is left to that worker.
+"""
+
+import enum
+import logging
+from datetime import datetime
+
+from django.utils import timezone
+
+from background_task import conf
+from background_task.backoff import backoff_delay
+from background_task.locking import Claim
+from background_task.models import Task
+
+logger = logging.getLogger(__name__)
+
+
+class Outcome(enum.Enum):
+    SUCCEEDED = "succeeded"
+    RETRY = "retry"
+    FAILED = "failed"
+    LOCK_LOST = "lock lost"
+
+
+def _held(claim: Claim):
+    task = claim.task
+    return Task.objects.filter(pk=task.pk, locked_by=task.locked_by, locked_at=claim.locked_at)
+
+
+def record_success(claim: Claim) -> Outcome:
+    """Delete the task's row, since a task that returned has nothing left to do."""
+    deleted, _ = _held(claim).delete()
+    if not deleted:
+        return _lock_lost(claim)
+    return Outcome.SUCCEEDED
+
+
+def record_failure(claim: Claim, error: str) -> Outcome:
+    """Count one failed attempt, then reschedule the task or mark it failed.
+
+    With MAX_ATTEMPTS = 25, a task failing for the third time at 12:00:00 is
+    retried at 12:01:26 (3 ** 4 + 5 = 86 s later). Its 25th failure sets
+    ``failed_at`` and the row is kept with ``last_error``.
+    """
+    task = claim.task
+    attempts = task.attempts + 1
+    now = timezone.now()
+    changes: dict[str, object] = {
+        "attempts": attempts,
+        "last_error": error,
+        "locked_by": None,
+        "locked_at": None,
+    }
+
+    if attempts >= conf.max_attempts():
+        changes["failed_at"] = now
+        outcome = Outcome.FAILED
+    else:
+        changes["run_at"] = now + backoff_delay(attempts)
+        outcome = Outcome.RETRY
+
+    if not _held(claim).update(**changes):
+        return _lock_lost(claim)
+
+    for field, value in changes.items():
+        setattr(task, field, value)
+    return outcome
+
+
+def _lock_lost(claim: Claim) -> Outcome:
+    logger.warning(
+        "Task id=%s name=%s: lock taken at %s by worker %s was lost before the outcome "
+        "was written, so the row is left to the worker that holds it now",
+        claim.task.pk,
+        claim.task.task_name,
+        _format(claim.locked_at),
+        claim.task.locked_by,
+    )
+    return Outcome.LOCK_LOST
+
+
+def _format(moment: datetime) -> str:
+    return moment.isoformat()

@@ -1,0 +1,75 @@
+"""Turning a ``schedule`` value into the instant a task becomes due.
+
+Every reading of the clock goes through ``django.utils.timezone.now()``, so a
+test that freezes time controls every result here.
+"""
+
+import math
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+Schedule = int | float | timedelta | datetime
+
+
+def check_schedule(schedule: object) -> None:
+    """Raise TypeError unless ``schedule`` is seconds, a timedelta or a datetime."""
+    if isinstance(schedule, bool) or not isinstance(schedule, (int, float, timedelta, datetime)):
+        raise TypeError(
+            f"schedule must be seconds (int or float), a timedelta or a datetime; "
+            f"got {type(schedule).__name__}: {schedule!r}."
+        )
+
+
+def resolve_run_at(schedule: Schedule) -> datetime:
+    """Return the instant a task scheduled with ``schedule`` becomes due.
+
+    Seconds and timedeltas count from now, and zero or less means now: at
+    12:00:00, ``90`` gives 12:01:30 and ``-5`` gives 12:00:00. A datetime is
+    that instant, with naive values read in the current time zone when
+    USE_TZ is True.
+    """
+    check_schedule(schedule)
+
+    if isinstance(schedule, datetime):
+        return _instant(schedule)
+
+    if not isinstance(schedule, timedelta):
+        schedule = _seconds_to_timedelta(schedule)
+
+    now = timezone.now()
+    if schedule <= timedelta(0):
+        return now
+    try:
+        return now + schedule
+    except OverflowError:
+        raise ValueError(
+            f"schedule={schedule!r} lies past the year 9999, the last instant a "
+            "datetime can hold. Pass a smaller delay."
+        ) from None
+
+
+def _seconds_to_timedelta(seconds: int | float) -> timedelta:
+    if isinstance(seconds, float) and not math.isfinite(seconds):
+        raise ValueError(f"schedule={seconds!r} is not a number of seconds. Pass a finite number.")
+    if seconds <= 0:
+        return timedelta(0)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(
+            f"schedule={seconds!r} seconds lies past the year 9999, the last instant "
+            "a datetime can hold. Pass a smaller delay."
+        ) from None
+
+
+def _instant(value: datetime) -> datetime:
+    if settings.USE_TZ:
+        if timezone.is_naive(value):
+            return timezone.make_aware(value, timezone.get_current_timezone())
+        return value
+
+    if timezone.is_aware(value):
+        return timezone.make_naive(value, timezone.get_current_timezone())
+    return value

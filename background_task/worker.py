@@ -1,0 +1,153 @@
+"""The worker: claim a due task, run it, record the outcome, sleep only when idle."""
+
+import logging
+import time
+import traceback
+from contextlib import ExitStack
+
+from django.db import close_old_connections, reset_queries
+from django.utils import timezone
+
+from background_task import conf
+from background_task.arguments import load_arguments
+from background_task.exceptions import TaskTimeout
+from background_task.locking import Claim, claim_next_task, new_worker_id
+from background_task.outcomes import Outcome, record_failure, record_success
+from background_task.output import captured_output
+from background_task.registry import tasks
+from background_task.timeouts import time_limit
+
+logger = logging.getLogger(__name__)
+
+
+class Worker:
+    """Runs due tasks one at a time, earliest ``run_at`` first.
+
+    ``capture_output`` logs each task's stdout at INFO and stderr at ERROR
+    while it runs.
+    """
+
+    def __init__(self, *, capture_output: bool = False, worker_id: str | None = None) -> None:
+        self.id = worker_id or new_worker_id()
+        self.capture_output = capture_output
+
+    def run(self, duration: float = 0, sleep: float = 5) -> None:
+        """Run tasks until ``duration`` seconds have passed, or forever if it is 0 or less.
+
+        The duration is checked between tasks, so a task in progress always finishes.
+        """
+        deadline = time.monotonic() + duration if duration > 0 else None
+        logger.info("Worker %s started", self.id)
+
+        while deadline is None or time.monotonic() < deadline:
+            if self.run_next() is not None:
+                continue
+
+            # Idle: drop connections past CONN_MAX_AGE, then wait for new work.
+            close_old_connections()
+            wait = sleep if deadline is None else min(sleep, deadline - time.monotonic())
+            if wait > 0:
+                time.sleep(wait)
+
+        logger.info("Worker %s stopped after its duration of %s seconds", self.id, duration)
+
+    def run_until_idle(self) -> int:
+        """Run tasks until none is due, and return how many were claimed."""
+        count = 0
+        while self.run_next() is not None:
+            count += 1
+        return count
+
+    def run_next(self) -> Outcome | None:
+        """Claim and settle the earliest due task; return its outcome, or None if none is due."""
+        claim = claim_next_task(self.id)
+        if claim is None:
+            return None
+
+        try:
+            if claim.expired_lock_by is not None:
+                return self._record_lost_run(claim)
+            return self._run(claim)
+        finally:
+            # Keeps memory flat under DEBUG = True, where Django logs every query.
+            reset_queries()
+
+    def _run(self, claim: Claim) -> Outcome:
+        task = claim.task
+        func = tasks.get(task.task_name)
+        if func is None:
+            error = (
+                f"Task name {task.task_name!r} is not registered in worker {self.id}. "
+                "Its module may not be imported by this worker, or it may not be "
+                "deployed here yet; it will be retried."
+            )
+            return self._fail(claim, error)
+
+        attempt = task.attempts + 1
+        logger.info(
+            "Task id=%s name=%s started, attempt %d of %d",
+            task.pk, task.task_name, attempt, conf.max_attempts(),
+        )
+        started = time.monotonic()
+
+        try:
+            args, kwargs = load_arguments(task.task_params)
+            with ExitStack() as stack:
+                stack.enter_context(time_limit(self._time_left(claim)))
+                if self.capture_output:
+                    stack.enter_context(captured_output(task.pk, task.task_name))
+                func(*args, **kwargs)
+        except TaskTimeout as error:
+            return self._fail(claim, f"Task {error}.\n{traceback.format_exc()}", error)
+        except Exception as error:
+            return self._fail(claim, traceback.format_exc(), error)
+
+        outcome = record_success(claim)
+        if outcome is Outcome.SUCCEEDED:
+            logger.info(
+                "Task id=%s name=%s succeeded in %.3f s",
+                task.pk, task.task_name, time.monotonic() - started,
+            )
+        return outcome
+
+    def _time_left(self, claim: Claim) -> float:
+        # The run may last until the lock expires, measured from when it was taken.
+        expires_at = claim.locked_at + conf.max_run_time()
+        return (expires_at - timezone.now()).total_seconds()
+
+    def _record_lost_run(self, claim: Claim) -> Outcome:
+        error = (
+            f"Run lost: worker {claim.expired_lock_by} locked the task at "
+            f"{claim.expired_lock_at.isoformat()} and did not finish within MAX_RUN_TIME "
+            f"of {conf.max_run_time().total_seconds():g} seconds, so it is taken to have died."
+        )
+        return self._fail(claim, error)
+
+    def _fail(self, claim: Claim, error: str, exception: BaseException | None = None) -> Outcome:
+        task = claim.task
+        outcome = record_failure(claim, error)
+        reason = error.strip().splitlines()[-1] if exception is not None else error
+
+        if outcome is Outcome.RETRY:
+            logger.warning(
+                "Task id=%s name=%s failed on attempt %d of %d, retrying at %s: %s",
+                task.pk, task.task_name, task.attempts, conf.max_attempts(),
+                task.run_at.isoformat(), reason,
+            )
+        elif outcome is Outcome.FAILED:
+            logger.error(
+                "Task id=%s name=%s failed on attempt %d of %d and will not be retried: %s",
+                task.pk, task.task_name, task.attempts, conf.max_attempts(), reason,
+                exc_info=exception,
+            )
+        return outcome
+
+
+def run_due_tasks() -> int:
+    """Run every task that is due now, one at a time, and return how many were claimed.
+
+    This is the worker loop without the waiting: use it from cron jobs, tests
+    and scripts. Tasks that fail are rescheduled into the future, so they do
+    not run again within the same call.
+    """
+    return Worker().run_until_idle()
