@@ -5,7 +5,7 @@ import time
 import traceback
 from contextlib import ExitStack
 
-from django.db import close_old_connections, reset_queries
+from django.db import connections, reset_queries
 from django.utils import timezone
 
 from background_task import conf
@@ -43,8 +43,7 @@ class Worker:
             if self.run_next() is not None:
                 continue
 
-            # Idle: drop connections past CONN_MAX_AGE, then wait for new work.
-            close_old_connections()
+            _close_stale_connections()
             wait = sleep if deadline is None else min(sleep, deadline - time.monotonic())
             if wait > 0:
                 time.sleep(wait)
@@ -141,6 +140,15 @@ class Worker:
                 exc_info=exception,
             )
         return outcome
+
+
+def _close_stale_connections() -> None:
+    # Idle time is when the worker can drop connections past CONN_MAX_AGE or
+    # broken ones. A connection inside a transaction is left alone: closing it
+    # would end the caller's transaction.
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
 
 
 def run_due_tasks() -> int:
