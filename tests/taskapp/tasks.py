@@ -1,0 +1,33 @@
+"""Tasks for the tests that run real worker processes."""
+
+import os
+import time
+
+from background_task import background
+from background_task.models import Task
+
+
+def _append(path: str, line: str) -> None:
+    # One os.write of a short line on an O_APPEND file is atomic, so lines
+    # from several processes never interleave.
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(descriptor, (line + "\n").encode())
+    finally:
+        os.close(descriptor)
+
+
+@background(name="tests.mark")
+def mark(path: str, token: str) -> None:
+    """Append ``<token> <pid> <locked_by>`` to the file at ``path``."""
+    locked_by = Task.objects.filter(task_name="tests.mark", task_params__contains=f'"{token}"').values_list(
+        "locked_by", flat=True
+    ).first()
+    _append(path, f"{token} {os.getpid()} {locked_by}")
+
+
+@background(name="tests.sleep_then_mark")
+def sleep_then_mark(path: str, token: str, seconds: float) -> None:
+    """Sleep, then append ``<token> <pid>`` to the file at ``path``."""
+    time.sleep(seconds)
+    _append(path, f"{token} {os.getpid()}")

@@ -1,0 +1,74 @@
+"""Real ``process_tasks`` processes sharing one queue."""
+
+import subprocess
+from collections import Counter
+
+import pytest
+
+from background_task.models import Task
+from tests.conftest import django_admin
+from tests.taskapp.tasks import mark, sleep_then_mark
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def start_worker(env, *options: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*django_admin(), "process_tasks", *options],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(worker: subprocess.Popen) -> str:
+    _, stderr = worker.communicate(timeout=120)
+    assert worker.returncode == 0, stderr
+    return stderr
+
+
+def test_workers_run_each_task_once(tmp_path, worker_env):
+    marks = tmp_path / "marks.txt"
+    tokens = [f"task-{number}" for number in range(300)]
+    for token in tokens:
+        mark(str(marks), token)
+
+    workers = [start_worker(worker_env, "--duration", "8", "--sleep", "0.2") for _ in range(3)]
+    logs = [finish(worker) for worker in workers]
+
+    lines = marks.read_text().splitlines()
+    runs = Counter(line.split()[0] for line in lines)
+    assert set(runs) == set(tokens)
+    assert max(runs.values()) == 1
+    assert Task.objects.count() == 0
+    assert not any("Traceback" in log for log in logs)
+
+
+def test_workers_lock_with_distinct_ids(tmp_path, worker_env):
+    marks = tmp_path / "marks.txt"
+    for number in range(60):
+        mark(str(marks), f"task-{number}")
+
+    workers = [start_worker(worker_env, "--duration", "5", "--sleep", "0.2") for _ in range(2)]
+    for worker in workers:
+        finish(worker)
+
+    ids_by_pid: dict[str, set[str]] = {}
+    for line in marks.read_text().splitlines():
+        _, pid, locked_by = line.split()
+        ids_by_pid.setdefault(pid, set()).add(locked_by)
+    all_ids = [worker_id for ids in ids_by_pid.values() for worker_id in ids]
+    assert len(all_ids) == len(set(all_ids))
+    assert all(len(ids) == 1 for ids in ids_by_pid.values())
+
+
+def test_duration_lets_task_finish(tmp_path, worker_env):
+    marks = tmp_path / "marks.txt"
+    sleep_then_mark(str(marks), "slow", 2.0)
+
+    worker = start_worker(worker_env, "--duration", "0.5", "--sleep", "0.1")
+    finish(worker)
+
+    assert marks.read_text().split()[0] == "slow"
+    assert Task.objects.count() == 0
