@@ -49,7 +49,10 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--log-level", choices=LEVELS, type=str.upper,
-            help="Lowest level of background_task log records to write (default: INFO when --log-file is given, else the project's LOGGING).",
+            help=(
+                "Lowest level of background_task log records to write (default: the level "
+                "LOGGING sets for background_task; INFO with --log-file if LOGGING sets none)."
+            ),
         )
 
     def handle(self, *args, duration: float, sleep: float, log_file: str | None,
