@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, overload
 
 from background_task.arguments import dump_arguments
-from background_task.registry import qualified_name, tasks
+from background_task.registry import TASK_NAME_MAX_LENGTH, qualified_name, tasks
 from background_task.schedule import Schedule, check_schedule, resolve_run_at
 
 if TYPE_CHECKING:
@@ -83,7 +83,9 @@ def background(func=None, /, *, schedule=0, name=None):
 
     def decorate(func: Callable) -> TaskFunction:
         _check_task_function(func)
-        task = TaskFunction(func, name or qualified_name(func), schedule)
+        task_name = name or qualified_name(func)
+        _check_name_length(task_name)
+        task = TaskFunction(func, task_name, schedule)
         tasks.register(task.name, func)
         return task
 
@@ -98,15 +100,36 @@ def _check_task_function(func: object) -> None:
             f"@background decorates plain functions; got {type(func).__name__}: {func!r}."
         )
 
-    if func.__name__ == "<lambda>" or func.__qualname__ != func.__name__:
+    if func.__name__ == "<lambda>":
+        raise TypeError(
+            f"A task must be a module-level function defined with def, so a worker can "
+            f"find it by name; got the lambda {func.__module__}.{func.__qualname__}. Define it at the top "
+            "level of a module such as tasks.py."
+        )
+
+    if func.__qualname__ != func.__name__:
         raise TypeError(
             f"A task must be a module-level function so a worker can find it by name; "
             f"{func.__module__}.{func.__qualname__} is nested in a class or function. "
             "Move it to the top level of a module such as tasks.py."
         )
 
+    if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
+        raise TypeError(
+            f"{qualified_name(func)} is an async or generator function, whose body would "
+            "not run when the worker calls it. Make the task a plain function."
+        )
+
     if "schedule" in inspect.signature(func).parameters:
         raise TypeError(
             f"{qualified_name(func)} has a parameter named 'schedule', which calls to "
             "a task reserve for the run time. Rename the parameter."
+        )
+
+
+def _check_name_length(task_name: str) -> None:
+    if len(task_name) > TASK_NAME_MAX_LENGTH:
+        raise TypeError(
+            f"Task name {task_name[:40]!r}... is {len(task_name)} characters long; the "
+            f"task_name column holds at most {TASK_NAME_MAX_LENGTH}. Pass a shorter name=... to @background."
         )

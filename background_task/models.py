@@ -21,6 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from background_task import conf
+from background_task.registry import TASK_NAME_MAX_LENGTH
 
 
 class TaskQuerySet(models.QuerySet):
@@ -45,7 +46,7 @@ class TaskQuerySet(models.QuerySet):
 
 class Task(models.Model):
     #: The registered name of the task function, ``<module>.<function name>`` by default.
-    task_name = models.CharField(max_length=190, db_index=True)
+    task_name = models.CharField(max_length=TASK_NAME_MAX_LENGTH, db_index=True)
     #: The call's arguments as the JSON text ``[args, kwargs]``.
     task_params = models.TextField()
     #: When the task becomes due.

@@ -4,6 +4,9 @@ from collections.abc import Callable
 
 from background_task.exceptions import TaskNameConflict
 
+#: The longest task name the task_name column stores, as in django-background-tasks 1.2.8.
+TASK_NAME_MAX_LENGTH = 190
+
 
 def qualified_name(func: Callable) -> str:
     """Return ``<module>.<function name>``, the default task name."""

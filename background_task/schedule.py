@@ -14,12 +14,17 @@ Schedule = int | float | timedelta | datetime
 
 
 def check_schedule(schedule: object) -> None:
-    """Raise TypeError unless ``schedule`` is seconds, a timedelta or a datetime."""
+    """Raise TypeError unless ``schedule`` is seconds, a timedelta or a datetime.
+
+    Raises ValueError for NaN and infinite seconds.
+    """
     if isinstance(schedule, bool) or not isinstance(schedule, (int, float, timedelta, datetime)):
         raise TypeError(
             f"schedule must be seconds (int or float), a timedelta or a datetime; "
             f"got {type(schedule).__name__}: {schedule!r}."
         )
+    if isinstance(schedule, float) and not math.isfinite(schedule):
+        raise ValueError(f"schedule={schedule!r} is not a number of seconds. Pass a finite number.")
 
 
 def resolve_run_at(schedule: Schedule) -> datetime:
@@ -35,14 +40,12 @@ def resolve_run_at(schedule: Schedule) -> datetime:
     if isinstance(schedule, datetime):
         return _instant(schedule)
 
-    if not isinstance(schedule, timedelta):
-        schedule = _seconds_to_timedelta(schedule)
-
     now = timezone.now()
-    if schedule <= timedelta(0):
-        return now
     try:
-        return now + schedule
+        delay = schedule if isinstance(schedule, timedelta) else _seconds(schedule)
+        if delay <= timedelta(0):
+            return now
+        return now + delay
     except OverflowError:
         raise ValueError(
             f"schedule={schedule!r} lies past the year 9999, the last instant a "
@@ -50,18 +53,10 @@ def resolve_run_at(schedule: Schedule) -> datetime:
         ) from None
 
 
-def _seconds_to_timedelta(seconds: int | float) -> timedelta:
-    if isinstance(seconds, float) and not math.isfinite(seconds):
-        raise ValueError(f"schedule={seconds!r} is not a number of seconds. Pass a finite number.")
+def _seconds(seconds: int | float) -> timedelta:
     if seconds <= 0:
         return timedelta(0)
-    try:
-        return timedelta(seconds=seconds)
-    except OverflowError:
-        raise ValueError(
-            f"schedule={seconds!r} seconds lies past the year 9999, the last instant "
-            "a datetime can hold. Pass a smaller delay."
-        ) from None
+    return timedelta(seconds=seconds)
 
 
 def _instant(value: datetime) -> datetime:

@@ -2,8 +2,10 @@ import argparse
 import math
 from contextlib import ExitStack
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
+from background_task import conf
 from background_task.discovery import autodiscover_tasks
 from background_task.log_options import LEVELS, logging_options
 from background_task.worker import Worker
@@ -57,6 +59,13 @@ class Command(BaseCommand):
 
     def handle(self, *args, duration: float, sleep: float, log_file: str | None,
                log_std: bool, log_level: str | None, **options) -> None:
+        # call_command skips the system checks, so the settings are checked here too.
+        try:
+            conf.max_attempts()
+            conf.max_run_time()
+        except ImproperlyConfigured as error:
+            raise CommandError(str(error)) from error
+
         try:
             autodiscover_tasks()
         except ImportError as error:
