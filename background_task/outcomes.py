@@ -8,6 +8,7 @@ expired, the write matches nothing and the row is left to that worker.
 import enum
 import logging
 from datetime import datetime
+from datetime import timezone as dt_timezone
 
 from django.utils import timezone
 
@@ -60,7 +61,7 @@ def record_failure(claim: Claim, error: str) -> Outcome:
         changes["failed_at"] = now
         outcome = Outcome.FAILED
     else:
-        changes["run_at"] = now + backoff_delay(attempts)
+        changes["run_at"] = retry_at(now, attempts)
         outcome = Outcome.RETRY
 
     if not _held(claim).update(**changes):
@@ -71,17 +72,29 @@ def record_failure(claim: Claim, error: str) -> Outcome:
     return outcome
 
 
+def retry_at(now: datetime, attempts: int) -> datetime:
+    """Return when a task that failed for the ``attempts``-th time at ``now`` runs again.
+
+    A delay that would pass the year 9999, as with a MAX_ATTEMPTS in the
+    hundreds, stops at 9999-12-31 00:00 UTC instead of crashing the worker.
+    """
+    try:
+        return now + backoff_delay(attempts)
+    except OverflowError:
+        latest = datetime(9999, 12, 31, tzinfo=dt_timezone.utc)
+        if timezone.is_naive(now):
+            return timezone.make_naive(latest, dt_timezone.utc)
+        return latest
+
+
 def _lock_lost(claim: Claim) -> Outcome:
     logger.warning(
         "Task id=%s name=%s: lock taken at %s by worker %s was lost before the outcome "
         "was written, so the row is left to the worker that holds it now",
         claim.task.pk,
         claim.task.task_name,
-        _format(claim.locked_at),
+        claim.locked_at.isoformat(),
         claim.task.locked_by,
     )
     return Outcome.LOCK_LOST
 
-
-def _format(moment: datetime) -> str:
-    return moment.isoformat()

@@ -60,6 +60,8 @@ class Worker:
 
     def run_next(self) -> Outcome | None:
         """Claim and settle the earliest due task; return its outcome, or None if none is due."""
+        # Read before claiming, so an invalid setting raises before a row is locked.
+        conf.max_attempts()
         claim = claim_next_task(self.id)
         if claim is None:
             return None
