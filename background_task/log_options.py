@@ -19,19 +19,26 @@ def logging_options(level: str | None, log_file: str | None) -> Iterator[None]:
     """Set the package logger's level and handler for the block, then restore them.
 
     ``log_file`` adds a file handler. ``level`` without ``log_file`` adds a
-    stderr handler, so the chosen level shows even when the project has not
-    configured logging. Either one stops records from also reaching the root
-    logger, which would print them twice.
+    stderr handler when LOGGING gave the package logger none, so the chosen
+    level shows even in a project that has not configured logging. An added
+    handler stops records from also reaching the root logger, which would
+    print them twice.
     """
     if level is None and log_file is None:
         yield
         return
 
     saved = package_logger.level, package_logger.propagate
-    handler = logging.FileHandler(log_file, encoding="utf-8") if log_file else logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    package_logger.addHandler(handler)
-    package_logger.propagate = False
+    handler = None
+    if log_file is not None:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+    elif not package_logger.handlers:
+        handler = logging.StreamHandler()
+
+    if handler is not None:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        package_logger.addHandler(handler)
+        package_logger.propagate = False
     if level is not None:
         package_logger.setLevel(level)
     elif package_logger.level == logging.NOTSET:
@@ -40,7 +47,8 @@ def logging_options(level: str | None, log_file: str | None) -> Iterator[None]:
     try:
         yield
     finally:
-        package_logger.removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            package_logger.removeHandler(handler)
+            handler.close()
         package_logger.setLevel(saved[0])
         package_logger.propagate = saved[1]

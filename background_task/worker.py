@@ -1,6 +1,7 @@
 """The worker: claim a due task, run it, record the outcome, sleep only when idle."""
 
 import logging
+import threading
 import time
 import traceback
 from contextlib import ExitStack
@@ -11,6 +12,7 @@ from django.utils import timezone
 
 from background_task import conf
 from background_task.arguments import load_arguments
+from background_task.discovery import autodiscover_tasks
 from background_task.exceptions import TaskTimeout
 from background_task.locking import Claim, claim_next_task, new_worker_id
 from background_task.outcomes import Outcome, record_failure, record_success
@@ -31,25 +33,32 @@ class Worker:
     def __init__(self, *, capture_output: bool = False, worker_id: str | None = None) -> None:
         self.id = worker_id or new_worker_id()
         self.capture_output = capture_output
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return once the task in progress, if any, ends."""
+        self._stopping.set()
 
     def run(self, duration: float = 0, sleep: float = 5) -> None:
         """Run tasks until ``duration`` seconds have passed, or forever if it is 0 or less.
 
-        The duration is checked between tasks, so a task in progress always finishes.
+        The duration and :meth:`stop` are checked between tasks, so a task in
+        progress always finishes.
         """
         deadline = time.monotonic() + duration if duration > 0 else None
         logger.info("Worker %s started", self.id)
 
-        while deadline is None or time.monotonic() < deadline:
+        while not self._stopping.is_set() and (deadline is None or time.monotonic() < deadline):
             if self.run_next() is not None:
                 continue
 
             _close_stale_connections()
             wait = sleep if deadline is None else min(sleep, deadline - time.monotonic())
             if wait > 0:
-                time.sleep(wait)
+                self._stopping.wait(wait)
 
-        logger.info("Worker %s stopped after its duration of %s seconds", self.id, duration)
+        reason = "on request" if self._stopping.is_set() else f"after its duration of {duration:g} seconds"
+        logger.info("Worker %s stopped %s", self.id, reason)
 
     def run_until_idle(self) -> int:
         """Run tasks until none is due, and return how many were claimed."""
@@ -157,10 +166,13 @@ def _close_stale_connections() -> None:
 
 
 def run_due_tasks() -> int:
-    """Run every task that is due now, one at a time, and return how many were claimed.
+    """Run due tasks one at a time until none is due, and return how many were claimed.
 
-    This is the worker loop without the waiting: use it from cron jobs, tests
-    and scripts. Tasks that fail are rescheduled into the future, so they do
-    not run again within the same call.
+    This is the worker loop without the waiting, for cron jobs, tests and
+    scripts. Like ``process_tasks`` it first imports every installed app's
+    ``tasks`` module. A failed task is rescheduled at least 6 seconds ahead,
+    so it runs again within the same call only if the call is still busy
+    with other tasks by then.
     """
+    autodiscover_tasks()
     return Worker().run_until_idle()

@@ -9,7 +9,10 @@ modules. Tasks defined in ``<app>/tasks.py`` are ready without any other
 code importing them.
 
 Every entry of INSTALLED_APPS counts, whether it names the app's package or
-its AppConfig class. An app without a ``tasks`` module is skipped.
+its AppConfig class. An app without a ``tasks`` module is skipped. The
+run-once function used by cron jobs and scripts imports the same modules
+before it runs anything, so both ways of running the queue know the same
+tasks.
 
 A ``tasks`` module that exists but fails to import is a deployment error: its
 tasks would be missing, and every row naming them would fail until retries
@@ -176,3 +179,19 @@ def test_other_import_failure_propagates(make_app):
     assert str(raised.value) == "settings for the mail service are missing"
     assert spec_tasks.calls == []
     assert adapter.stored(task) is not None
+
+
+@pytest.mark.rule(6)
+def test_run_due_imports_tasks_modules(make_app, tmp_path):
+    """The run-once function imports every installed app's tasks module too, so a cron job or script runs the same tasks as process_tasks."""
+    package = "spec_discovery_run_once"
+    make_app(package, {"tasks.py": MARKER_TASKS.format(package=package)})
+    marker = tmp_path / "marker"
+    task = store_marker_task(package, marker)
+
+    with modify_settings(INSTALLED_APPS={"append": package}):
+        assert f"{package}.tasks" not in sys.modules
+        adapter.run_due()
+
+    assert marker.read_text() == "ran"
+    assert adapter.stored(task) is None

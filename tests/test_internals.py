@@ -1,6 +1,7 @@
 """Internals of this implementation that the spec does not reach."""
 
 import logging
+import logging.handlers
 import signal
 import time
 
@@ -71,3 +72,17 @@ def test_logging_options_without_options_change_nothing():
         inside = (package_logger.level, list(package_logger.handlers), package_logger.propagate)
 
     assert inside == before
+
+
+def test_log_level_keeps_project_handler_single():
+    project_handler = logging.handlers.BufferingHandler(capacity=100)
+    package_logger.addHandler(project_handler)
+    try:
+        with logging_options("INFO", None):
+            handlers_inside = list(package_logger.handlers)
+            logging.getLogger("background_task.worker").info("once")
+    finally:
+        package_logger.removeHandler(project_handler)
+
+    assert handlers_inside == [project_handler]
+    assert [record.getMessage() for record in project_handler.buffer] == ["once"]

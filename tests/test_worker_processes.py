@@ -1,6 +1,8 @@
 """Real ``process_tasks`` processes sharing one queue."""
 
+import signal
 import subprocess
+import time
 from collections import Counter
 
 import pytest
@@ -28,14 +30,29 @@ def finish(worker: subprocess.Popen) -> str:
     return stderr
 
 
+def wait_for_empty_queue(timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while Task.objects.exists():
+        assert time.monotonic() < deadline, f"{Task.objects.count()} tasks left after {timeout} s"
+        time.sleep(0.2)
+
+
+def stop(workers: list[subprocess.Popen]) -> list[str]:
+    """Send SIGTERM to each worker and return their stderr once they exit."""
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    return [finish(worker) for worker in workers]
+
+
 def test_workers_run_each_task_once(tmp_path, worker_env):
     marks = tmp_path / "marks.txt"
     tokens = [f"task-{number}" for number in range(300)]
     for token in tokens:
         mark(str(marks), token)
 
-    workers = [start_worker(worker_env, "--duration", "8", "--sleep", "0.2") for _ in range(3)]
-    logs = [finish(worker) for worker in workers]
+    workers = [start_worker(worker_env, "--sleep", "0.2", "--log-level", "INFO") for _ in range(3)]
+    wait_for_empty_queue()
+    logs = stop(workers)
 
     lines = marks.read_text().splitlines()
     runs = Counter(line.split()[0] for line in lines)
@@ -43,6 +60,7 @@ def test_workers_run_each_task_once(tmp_path, worker_env):
     assert max(runs.values()) == 1
     assert Task.objects.count() == 0
     assert not any("Traceback" in log for log in logs)
+    assert all("stopped on request" in log for log in logs)
 
 
 def test_workers_lock_with_distinct_ids(tmp_path, worker_env):
@@ -50,9 +68,9 @@ def test_workers_lock_with_distinct_ids(tmp_path, worker_env):
     for number in range(60):
         mark(str(marks), f"task-{number}")
 
-    workers = [start_worker(worker_env, "--duration", "5", "--sleep", "0.2") for _ in range(2)]
-    for worker in workers:
-        finish(worker)
+    workers = [start_worker(worker_env, "--sleep", "0.2") for _ in range(2)]
+    wait_for_empty_queue()
+    stop(workers)
 
     ids_by_pid: dict[str, set[str]] = {}
     for line in marks.read_text().splitlines():
@@ -72,3 +90,19 @@ def test_duration_lets_task_finish(tmp_path, worker_env):
 
     assert marks.read_text().split()[0] == "slow"
     assert Task.objects.count() == 0
+
+
+def test_sigterm_lets_task_finish(tmp_path, worker_env):
+    marks = tmp_path / "marks.txt"
+    sleep_then_mark(str(marks), "slow", 2.0)
+    worker = start_worker(worker_env, "--sleep", "0.1", "--log-level", "INFO")
+    deadline = time.monotonic() + 60
+    while not Task.objects.filter(locked_by__isnull=False).exists():
+        assert time.monotonic() < deadline, "the worker never claimed the task"
+        time.sleep(0.05)
+
+    log = stop([worker])[0]
+
+    assert marks.read_text().split()[0] == "slow"
+    assert Task.objects.count() == 0
+    assert "received SIGTERM" in log

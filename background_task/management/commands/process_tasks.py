@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from background_task import conf
 from background_task.discovery import autodiscover_tasks
 from background_task.log_options import LEVELS, logging_options
+from background_task.shutdown import stop_on_signals
 from background_task.worker import Worker
 
 
@@ -77,4 +78,6 @@ class Command(BaseCommand):
             except OSError as error:
                 raise CommandError(f"--log-file {log_file!r} cannot be opened: {error}") from error
 
-            Worker(capture_output=log_std).run(duration=duration, sleep=sleep)
+            worker = Worker(capture_output=log_std)
+            stack.enter_context(stop_on_signals(worker))
+            worker.run(duration=duration, sleep=sleep)

@@ -1,0 +1,74 @@
+"""Django settings for the background_task demo project.
+
+Everything the demo writes (the SQLite database, reports, mail and the flaky
+task's counter) goes under one folder: ``example/var/`` by default, or the
+folder named by the EXAMPLE_VAR_DIR environment variable.
+"""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("EXAMPLE_VAR_DIR") or BASE_DIR / "var").resolve()
+
+# Created here because SQLite cannot create the folder of its database file,
+# and migrate is the first command a fresh checkout runs.
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+SECRET_KEY = "demo-only-not-secret"
+DEBUG = False
+ALLOWED_HOSTS: list[str] = []
+
+INSTALLED_APPS = [
+    "background_task",
+    "reports",
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(VAR_DIR / "demo.sqlite3"),
+        # The worker and a command that enqueues tasks write to the same file
+        # from two processes. SQLite lets one writer in at a time, and a writer
+        # that finds the file locked waits up to this many seconds before it
+        # raises "database is locked" (Python's default is 5). Adding
+        # "init_command": "PRAGMA journal_mode=WAL;" also lets readers run
+        # while a write is in progress; the demo does not need it.
+        "OPTIONS": {"timeout": 20},
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+USE_TZ = True
+TIME_ZONE = "UTC"
+
+# The file backend writes each sent message into a file under this folder
+# instead of talking to a mail server.
+EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+EMAIL_FILE_PATH = str(VAR_DIR / "mail")
+DEFAULT_FROM_EMAIL = "queue-demo@example.com"
+
+#: Output locations of the demo's tasks.
+REPORTS_DIR = VAR_DIR / "reports"
+FLAKY_COUNTER_FILE = VAR_DIR / "flaky_runs.txt"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    # The handler sits on the root logger, not on "background_task": the
+    # --log-level and --log-file options of process_tasks add their own handler
+    # to "background_task" and stop propagation, so each line prints once.
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        # The worker logs each start, success, retry and final failure at INFO
+        # or above; DEBUG adds a line for every task stored.
+        "background_task": {"level": "INFO"},
+        "reports": {"level": "INFO"},
+    },
+}
