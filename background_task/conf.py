@@ -14,11 +14,15 @@ from django.core.exceptions import ImproperlyConfigured
 DEFAULT_MAX_ATTEMPTS = 25
 DEFAULT_MAX_RUN_TIME = 3600
 
+#: The largest MAX_RUN_TIME accepted, 100 years in seconds. Lock expiry
+#: subtracts MAX_RUN_TIME from now, which must stay within datetime's range.
+MAX_RUN_TIME_LIMIT = 100 * 365 * 24 * 3600
+
 
 def max_attempts_problem(value: object) -> str | None:
     """Return why ``value`` is not a valid MAX_ATTEMPTS, or None if it is."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        return f"MAX_ATTEMPTS must be a whole number of at least 1; got {value!r}."
+        return f"The MAX_ATTEMPTS setting must be a whole number of at least 1; got {value!r}."
     return None
 
 
@@ -26,7 +30,12 @@ def max_run_time_problem(value: object) -> str | None:
     """Return why ``value`` is not a valid MAX_RUN_TIME, or None if it is."""
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not is_number or not math.isfinite(value) or value <= 0:
-        return f"MAX_RUN_TIME must be a positive number of seconds; got {value!r}."
+        return f"The MAX_RUN_TIME setting must be a positive number of seconds; got {value!r}."
+    if value > MAX_RUN_TIME_LIMIT:
+        return (
+            f"The MAX_RUN_TIME setting must be at most {MAX_RUN_TIME_LIMIT} seconds "
+            f"(100 years); got {value!r}."
+        )
     return None
 
 

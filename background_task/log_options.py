@@ -15,7 +15,7 @@ package_logger = logging.getLogger("background_task")
 
 
 @contextmanager
-def logging_options(level: str | None, log_file: str | None) -> Iterator[None]:
+def logging_options(level: str | None, log_file: str | None, capture_output: bool = False) -> Iterator[None]:
     """Set the package logger's level and handler for the block, then restore them.
 
     ``log_file`` adds a file handler. ``level`` without ``log_file`` adds a
@@ -23,8 +23,13 @@ def logging_options(level: str | None, log_file: str | None) -> Iterator[None]:
     level shows even in a project that has not configured logging. An added
     handler stops records from also reaching the root logger, which would
     print them twice.
+
+    ``capture_output`` (``--log-std``) also adds the stderr handler when no
+    handler at all would receive the package's records, because the captured
+    output would otherwise be lost.
     """
-    if level is None and log_file is None:
+    needs_handler = capture_output and not package_logger.hasHandlers()
+    if level is None and log_file is None and not needs_handler:
         yield
         return
 

@@ -6,6 +6,7 @@ test that freezes time controls every result here.
 
 import math
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 
 from django.conf import settings
 from django.utils import timezone
@@ -60,10 +61,22 @@ def _seconds(seconds: int | float) -> timedelta:
 
 
 def _instant(value: datetime) -> datetime:
+    try:
+        return _in_storage_form(value)
+    except OverflowError:
+        raise ValueError(
+            f"schedule={value!r} lies outside the range a datetime can hold once "
+            "converted to the current time zone. Pass an instant between the years 1 and 9999."
+        ) from None
+
+
+def _in_storage_form(value: datetime) -> datetime:
     if settings.USE_TZ:
         if timezone.is_naive(value):
-            return timezone.make_aware(value, timezone.get_current_timezone())
-        return value
+            value = timezone.make_aware(value, timezone.get_current_timezone())
+        # The same instant in UTC, as the database stores it; converting here
+        # finds an instant outside datetime's range before anything is saved.
+        return value.astimezone(dt_timezone.utc)
 
     if timezone.is_aware(value):
         return timezone.make_naive(value, timezone.get_current_timezone())

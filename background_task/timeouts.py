@@ -19,8 +19,8 @@ def can_interrupt() -> bool:
 
 
 @contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Raise TaskTimeout inside the block once ``seconds`` of wall time have passed.
+def time_limit(seconds: float, reason: str) -> Iterator[None]:
+    """Raise TaskTimeout(reason) inside the block once ``seconds`` of wall time have passed.
 
     NOTE: outside the main thread, or on a platform without SIGALRM, the block
     runs unlimited and only the lock expiry bounds it.
@@ -30,7 +30,7 @@ def time_limit(seconds: float) -> Iterator[None]:
         return
 
     def interrupt(signum, frame):
-        raise TaskTimeout(f"exceeded MAX_RUN_TIME of {seconds:g} seconds")
+        raise TaskTimeout(reason)
 
     previous = signal.signal(signal.SIGALRM, interrupt)
     signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))

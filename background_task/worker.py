@@ -55,9 +55,10 @@ class Worker:
             _close_stale_connections()
             wait = sleep if deadline is None else min(sleep, deadline - time.monotonic())
             if wait > 0:
+                logger.debug("Worker %s found no due task and waits %.3g s", self.id, wait)
                 self._stopping.wait(wait)
 
-        reason = "on request" if self._stopping.is_set() else f"after its duration of {duration:g} seconds"
+        reason = "on request" if self._stopping.is_set() else f"after its --duration of {duration:g} s"
         logger.info("Worker %s stopped %s", self.id, reason)
 
     def run_until_idle(self) -> int:
@@ -74,6 +75,7 @@ class Worker:
         claim = claim_next_task(self.id)
         if claim is None:
             return None
+        logger.debug("Task id=%s name=%s claimed by worker %s", claim.task.pk, claim.task.task_name, self.id)
 
         try:
             if claim.expired_lock_by is not None:
@@ -91,8 +93,8 @@ class Worker:
         if func is None:
             error = (
                 f"Task name {task.task_name!r} is not registered in worker {self.id}. "
-                "Its module may not be imported by this worker, or it may not be "
-                "deployed here yet; it will be retried."
+                "Its module may not be imported by this worker, or not deployed here "
+                "yet. The run counts as a failed attempt."
             )
             return self._fail(claim, error)
 
@@ -106,7 +108,7 @@ class Worker:
         try:
             args, kwargs = load_arguments(task.task_params)
             with ExitStack() as stack:
-                stack.enter_context(time_limit(self._time_left(claim)))
+                stack.enter_context(time_limit(self._time_left(claim), _run_time_exceeded()))
                 if self.capture_output:
                     stack.enter_context(captured_output(task.pk, task.task_name))
                 func(*args, **kwargs)
@@ -154,6 +156,10 @@ class Worker:
                 exc_info=exception,
             )
         return outcome
+
+
+def _run_time_exceeded() -> str:
+    return f"exceeded MAX_RUN_TIME of {conf.max_run_time().total_seconds():g} seconds"
 
 
 def _close_stale_connections() -> None:

@@ -508,3 +508,21 @@ def test_nan_rejected_at_decoration(schedule):
         adapter.background(schedule=schedule, name="spec.scheduling.not_a_number")
 
     assert f"schedule={schedule!r}" in str(raised.value)
+
+
+@pytest.mark.rule(17)
+@pytest.mark.parametrize(
+    "instant",
+    [
+        datetime.max.replace(tzinfo=dt_timezone(timedelta(hours=-5))),
+        datetime.min.replace(tzinfo=dt_timezone(timedelta(hours=5))),
+    ],
+    ids=["after year 9999 in UTC", "before year 1 in UTC"],
+)
+def test_datetime_out_of_range(instant):
+    """An aware datetime whose instant falls outside the years 1 to 9999 in UTC raises ValueError naming the value, and nothing is stored."""
+    with pytest.raises(ValueError) as raised:
+        spec_tasks.record(schedule=instant)
+
+    assert f"schedule={instant!r}" in str(raised.value)
+    assert adapter.queued_tasks() == []

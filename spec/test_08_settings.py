@@ -266,3 +266,14 @@ def test_lowered_limit_runs_once_more():
     assert len(spec_tasks.calls) == 1
     assert row.attempts == 11
     assert row.failed_at == T0
+
+
+@pytest.mark.rule(8)
+@pytest.mark.parametrize("value", [100 * 365 * 24 * 3600 + 1, 10**11, 10**15])
+def test_max_run_time_upper_limit(value):
+    """A MAX_RUN_TIME above 100 years is reported by the system check, because a lock's expiry is computed as now minus MAX_RUN_TIME, which must stay a valid datetime."""
+    with override_settings(MAX_RUN_TIME=value):
+        errors = [message for message in checks.run_checks() if message.id == adapter.MAX_RUN_TIME_CHECK_ID]
+
+    assert len(errors) == 1
+    assert repr(value) in errors[0].msg

@@ -9,7 +9,7 @@ import pytest
 
 from background_task.models import Task
 from tests.conftest import django_admin
-from tests.taskapp.tasks import mark, sleep_then_mark
+from tests.taskapp.tasks import mark, print_and_mark, sleep_then_mark
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -106,3 +106,29 @@ def test_sigterm_lets_task_finish(tmp_path, worker_env):
     assert marks.read_text().split()[0] == "slow"
     assert Task.objects.count() == 0
     assert "received SIGTERM" in log
+
+
+def test_log_std_without_logging_config(tmp_path, worker_env):
+    marks = tmp_path / "marks.txt"
+    print_and_mark(str(marks), "loud")
+    worker = start_worker(worker_env, "--sleep", "0.1", "--log-std")
+    wait_for_empty_queue()
+
+    log = stop([worker])[0]
+
+    assert marks.read_text().split() == ["loud"]
+    assert "stdout: out loud" in log
+    assert "stderr: err loud" in log
+    assert "RecursionError" not in log
+
+
+def test_missing_table_names_migrate(tmp_path, worker_env):
+    worker_env["BACKGROUND_TASK_DATABASE_URL"] = f"sqlite://{tmp_path / 'empty.sqlite3'}"
+
+    result = subprocess.run(
+        [*django_admin(), "process_tasks", "--duration", "0.1"],
+        env=worker_env, capture_output=True, text=True, timeout=60,
+    )
+
+    assert result.returncode != 0
+    assert "python manage.py migrate background_task" in result.stderr

@@ -31,3 +31,13 @@ def sleep_then_mark(path: str, token: str, seconds: float) -> None:
     """Sleep, then append ``<token> <pid>`` to the file at ``path``."""
     time.sleep(seconds)
     _append(path, f"{token} {os.getpid()}")
+
+
+@background(name="tests.print_and_mark")
+def print_and_mark(path: str, token: str) -> None:
+    """Print ``token`` to stdout and stderr, then mark it like :func:`mark`."""
+    import sys
+
+    print(f"out {token}")
+    print(f"err {token}", file=sys.stderr)
+    _append(path, token)

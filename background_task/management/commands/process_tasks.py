@@ -4,10 +4,12 @@ from contextlib import ExitStack
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from background_task import conf
 from background_task.discovery import autodiscover_tasks
 from background_task.log_options import LEVELS, logging_options
+from background_task.models import Task
 from background_task.shutdown import stop_on_signals
 from background_task.worker import Worker
 
@@ -35,16 +37,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument(
-            "--duration", type=seconds, default=0,
+            "--duration", type=seconds, default=0, metavar="SECONDS",
             help="Stop after this many seconds, once the task in progress ends; 0 or less runs forever (default: 0).",
         )
         parser.add_argument(
-            "--sleep", type=non_negative_seconds, default=5,
+            "--sleep", type=non_negative_seconds, default=5, metavar="SECONDS",
             help="Seconds to wait before looking again when no task is due (default: 5).",
         )
         parser.add_argument(
             "--log-file", metavar="PATH",
-            help="Write the background_task log to this file instead of stderr.",
+            help="Also write the background_task log records to this file.",
         )
         parser.add_argument(
             "--log-std", action="store_true",
@@ -68,13 +70,21 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from error
 
         try:
+            Task.objects.exists()
+        except DatabaseError as error:
+            raise CommandError(
+                f"Cannot read the background_task table: {error}. If it does not exist "
+                "yet, run: python manage.py migrate background_task"
+            ) from error
+
+        try:
             autodiscover_tasks()
         except ImportError as error:
             raise CommandError(str(error)) from error
 
         with ExitStack() as stack:
             try:
-                stack.enter_context(logging_options(log_level, log_file))
+                stack.enter_context(logging_options(log_level, log_file, capture_output=log_std))
             except OSError as error:
                 raise CommandError(f"--log-file {log_file!r} cannot be opened: {error}") from error
 
