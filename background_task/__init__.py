@@ -12,9 +12,13 @@ __version__ = "0.1.0"
 
 
 def run_due_tasks() -> int:
-    """Run every task that is due now, one at a time, and return how many were claimed.
+    """Run due tasks one at a time until none is due, and return how many were claimed.
 
-    See :func:`background_task.worker.run_due_tasks`.
+    This is the worker loop without the waiting, for cron jobs, tests and
+    scripts. Like ``process_tasks`` it first imports every installed app's
+    ``tasks`` module. A failed task is rescheduled at least 6 seconds ahead,
+    so it runs again within the same call only if the call is still busy
+    with other tasks by then.
     """
     # Imported here because the worker imports the models, which need the app
     # registry, and this package is imported while Django loads its apps.

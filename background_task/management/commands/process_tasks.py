@@ -46,7 +46,10 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--log-file", metavar="PATH",
-            help="Also write the background_task log records to this file.",
+            help=(
+                "Write the background_task log records to this file. They then no longer "
+                "propagate to the root logger; handlers that LOGGING gives background_task still get them."
+            ),
         )
         parser.add_argument(
             "--log-std", action="store_true",
