@@ -2,7 +2,8 @@
 """Set up and run this project's demo and tests on a machine that has only Python 3.11+.
 
     python3 dev.py demo    run the example project's tasks in a worker and report what happened
-    python3 dev.py test    run every test for each supported Python and Django, on SQLite and PostgreSQL
+    python3 dev.py test    run every test for each supported Python and Django, on SQLite and PostgreSQL,
+                           then build the documentation with its conformance results
 
 Only the standard library is used, because this script creates the virtual
 environments that hold everything else.
@@ -47,6 +48,13 @@ PYTEST_TIMEOUT = 20 * 60
 #: pytest's exit code when it collected no tests; this script counts it as a failure.
 PYTEST_NO_TESTS = 5
 
+#: Where each pytest run of spec/ writes its conformance report, which the documentation shows.
+CONFORMANCE_DIR = ROOT / "build" / "conformance"
+DOCS_DIR = ROOT / "docs"
+DOCS_BUILD_DIR = ROOT / "build" / "docs"
+#: Maximum seconds one documentation build may take.
+DOCS_TIMEOUT = 10 * 60
+
 
 @dataclass(frozen=True)
 class Combination:
@@ -87,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("demo", help="run the example project's tasks in a worker and report what happened")
 
     commands.add_parser(
-        "test", help="run every test for each supported Python and Django, on SQLite and PostgreSQL; "
-        "arguments after 'test' go to each pytest run",
+        "test", help="run every test for each supported Python and Django, on SQLite and PostgreSQL, "
+        "then build the documentation; arguments after 'test' go to each pytest run",
     )
 
     # An internal helper for .ci/run, left out of the usage line above.
@@ -272,7 +280,7 @@ def is_ci() -> bool:
 
 
 def run_tests(pytest_args: list[str]) -> int:
-    """Run pytest for each combination on SQLite and PostgreSQL; return 0 only if every run passed."""
+    """Run pytest for each combination on SQLite and PostgreSQL, then build the docs; return 0 only if all passed."""
     strict = is_ci()
     problems: list[str] = []
     skipped: list[str] = []
@@ -307,19 +315,30 @@ def run_tests(pytest_args: list[str]) -> int:
         if postgres_url:
             databases.append(("PostgreSQL", postgres_url))
 
+        # The documentation shows the reports of this run only, never those of an earlier one.
+        for old_report in CONFORMANCE_DIR.glob("*.json"):
+            old_report.unlink()
+
         results = []
+        docs_python: Path | None = None
         for combination, python, version in combinations:
             venv = ROOT / f".venv-py{version[0]}{version[1]}-{combination.django_tag}"
-            requirements = ["-e", f"{ROOT}[test,postgres]", combination.django_requirement]
+            requirements = ["-e", f"{ROOT}[test,postgres,docs]", combination.django_requirement]
             venv_py = ensure_venv(venv, python, version, requirements)
+            # The documentation is built with the first combination, Python 3.11 where it is found.
+            docs_python = docs_python or venv_py
             django_version = installed_django_version(venv_py)
             for database, url in databases:
                 name = f"Python {version[0]}.{version[1]}, Django {django_version}, {database}"
                 tag = f"py{version[0]}{version[1]}_{combination.django_tag}"
-                results.append(run_pytest(venv_py, name, database_env(url, tag), pytest_args))
+                report = CONFORMANCE_DIR / f"{tag}-{database.lower()}.json"
+                results.append(run_pytest(venv_py, name, database_env(url, tag), pytest_args, report))
     finally:
         if cluster is not None:
             cluster.stop()
+
+    if docs_python is not None:
+        results.extend(build_docs(docs_python))
 
     print_summary(results, skipped, problems)
     if problems or not results or not all(result.passed for result in results):
@@ -413,11 +432,21 @@ def redact_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def run_pytest(python: Path, name: str, env: dict[str, str], extra_args: list[str]) -> RunResult:
-    """Run pytest with ``python`` in the repository root, echoing its output; return the result."""
+def run_pytest(
+    python: Path, name: str, env: dict[str, str], extra_args: list[str], report: Path | None = None,
+) -> RunResult:
+    """Run pytest with ``python`` in the repository root, echoing its output; return the result.
+
+    When the run includes spec/, it writes its conformance report to ``report``.
+    """
     # spec and tests are named unless the caller picked test files or folders.
-    picks_paths = any(os.path.exists(ROOT / arg.split("::")[0]) for arg in extra_args if not arg.startswith("-"))
+    paths = [arg.split("::")[0] for arg in extra_args if not arg.startswith("-")]
+    picks_paths = any(os.path.exists(ROOT / path) for path in paths)
     args = list(extra_args) if picks_paths else ["spec", "tests", *extra_args]
+    # The option comes from spec/conftest.py, which pytest loads only when spec/ is among the paths.
+    runs_spec = not picks_paths or any(Path(os.path.abspath(ROOT / path)).is_relative_to(ROOT / "spec") for path in paths)
+    if report is not None and runs_spec:
+        args.append(f"--conformance-report={report.relative_to(ROOT)}")
     if sys.stdout.isatty():
         args.insert(0, "--color=yes")
 
@@ -432,6 +461,30 @@ def run_pytest(python: Path, name: str, env: dict[str, str], extra_args: list[st
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return RunResult(name, exit_code, time.monotonic() - started, pytest_summary(last_line))
+
+
+def build_docs(python: Path) -> list[RunResult]:
+    """Build the documentation as HTML and run its examples, with warnings as errors; return both results."""
+    env = database_env(None, "docs")
+    env["PYTHONUNBUFFERED"] = "1"
+    results = []
+    for builder in ("html", "doctest"):
+        scratch = tempfile.mkdtemp(prefix="bt-docs-")
+        env["BACKGROUND_TASK_SCRATCH"] = scratch
+        output = DOCS_BUILD_DIR / builder
+        # -E rereads every page, so a warning is reported at every build, not only the first.
+        command = [str(python), "-m", "sphinx", "-E", "-W", "--keep-going", "-b", builder, str(DOCS_DIR), str(output)]
+        print(f"\n=== Documentation ({builder}): {shlex.join(command[1:])}", flush=True)
+        started = time.monotonic()
+        try:
+            exit_code, last_line = run_echoing(command, env, DOCS_TIMEOUT)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        summary = last_line.strip()
+        if builder == "html" and exit_code == 0:
+            summary += f" Open {(output / 'index.html').relative_to(ROOT)}"
+        results.append(RunResult(f"Documentation ({builder})", exit_code, time.monotonic() - started, summary))
+    return results
 
 
 def run_echoing(command: list[str], env: dict[str, str], timeout: float) -> tuple[int, str]:
