@@ -25,8 +25,9 @@ wait is cut short at the limit. A duration of 0 (the default) or less runs
 until the worker is stopped, for example with Ctrl-C.
 
 The options are checked before anything runs. A value that is not a
-finite number, a negative sleep or an unknown log level is rejected with a
-``CommandError`` that names the option and the value.
+finite number, a negative sleep or an unknown log level is rejected with an
+error that names the option and the value: a usage error with exit status 2
+on the command line, and a ``CommandError`` under ``call_command``.
 """
 
 import time

@@ -209,8 +209,9 @@ def test_queue_matches_model(max_attempts):
     """Over any sequence of enqueues, clock moves, worker runs and worker deaths, the stored queue equals a model of the rules.
 
     After every step no task is held by two workers, attempts never exceed
-    MAX_ATTEMPTS, no task runs before its run_at, and a task is failed
-    exactly when its attempts reached MAX_ATTEMPTS.
+    MAX_ATTEMPTS (which stays the same throughout), no task runs before its
+    run_at, and a task is failed exactly when its attempts reached
+    MAX_ATTEMPTS.
     """
     machine = lambda: QueueMachine(max_attempts)  # noqa: E731
     run_state_machine_as_test(machine, settings=settings(max_examples=25, stateful_step_count=30))

@@ -266,7 +266,7 @@ def no_report_notice(state: SpecState, missing: list[str]) -> nodes.Node:
     text = (
         f"No conformance report found for {names} in {state.report_dir}, so this page shows no "
         f"results for it. Run ``python3 dev.py test``, or "
-        f"``pytest spec --conformance-report={state.report_dir.name}/NAME.json`` with that database, "
+        f"``python -m pytest spec --conformance-report=build/conformance/NAME.json`` with that database, "
         f"and build the documentation again."
     )
     notice = nodes.admonition(classes=["spec-no-report"])

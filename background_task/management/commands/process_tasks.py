@@ -80,16 +80,17 @@ class Command(BaseCommand):
                 "yet, run: python manage.py migrate background_task"
             ) from error
 
-        try:
-            autodiscover_tasks()
-        except ImportError as error:
-            raise CommandError(str(error)) from error
-
         with ExitStack() as stack:
             try:
                 stack.enter_context(logging_options(log_level, log_file, capture_output=log_std))
             except OSError as error:
                 raise CommandError(f"--log-file {log_file!r} cannot be opened: {error}") from error
+
+            # After the logging options, so --log-level DEBUG shows which modules were imported.
+            try:
+                autodiscover_tasks()
+            except ImportError as error:
+                raise CommandError(str(error)) from error
 
             worker = Worker(capture_output=log_std)
             stack.enter_context(stop_on_signals(worker))
