@@ -1,0 +1,65 @@
+"""The raw SQL the benchmark sends with the driver itself, for both databases.
+
+Datetimes go to SQLite as the text Django stores (``YYYY-MM-DD HH:MM:SS.ffffff``
+in UTC), so the raw rows compare and sort exactly like rows Django writes.
+"""
+
+from datetime import datetime, timedelta, timezone
+
+#: MAX_RUN_TIME's default, which the claim's "lock expired" test uses.
+LOCK_EXPIRY = timedelta(seconds=3600)
+
+COLUMNS = "task_name, task_params, run_at, attempts, failed_at, last_error, locked_by, locked_at"
+
+# Claims the earliest due row and deletes it in one statement. The predicate
+# and order are those of Task.objects.due(now), so the same index serves it.
+_CLAIM = """
+DELETE FROM background_task WHERE id = (
+    SELECT id FROM background_task
+    WHERE run_at <= {p} AND failed_at IS NULL AND (locked_at IS NULL OR locked_at < {p})
+    ORDER BY run_at, id LIMIT 1{lock}
+) RETURNING id, task_name, task_params
+"""
+CLAIM = {
+    "postgresql": _CLAIM.format(p="%s", lock=" FOR UPDATE SKIP LOCKED"),
+    "sqlite": _CLAIM.format(p="?", lock=""),
+}
+
+_INSERT = f"INSERT INTO background_task ({COLUMNS}) VALUES ({{p}}, {{p}}, {{p}}, 0, NULL, '', NULL, NULL) RETURNING id"
+INSERT = {"postgresql": _INSERT.format(p="%s"), "sqlite": _INSERT.format(p="?")}
+
+# Bulk fills. {rows} is a row source of one column x = 1..count.
+_FILL = f"INSERT INTO background_task ({COLUMNS}) SELECT {{name}}, {{params}}, {{run_at}}, {{attempts}}, {{failed_at}}, {{error}}, NULL, NULL FROM {{rows}}"
+ROWS = {
+    "postgresql": "generate_series(1, {count}) AS g(x)",
+    "sqlite": "(WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < {count}) SELECT x FROM g)",
+}
+
+
+def fill_sql(vendor: str, count: int, name: str, failed: bool, first_token: int = 1) -> str:
+    """Return an INSERT ... SELECT that adds ``count`` rows, with tokens from ``first_token`` up."""
+    p = "%s" if vendor == "postgresql" else "?"
+    return _FILL.format(
+        name=f"'{name}'",
+        params=f"'[[' || (x + {int(first_token) - 1}) || '],{{}}]'",
+        run_at=p,
+        attempts="25" if failed else "0",
+        failed_at=p if failed else "NULL",
+        error="'failed in the benchmark fill'" if failed else "''",
+        rows=ROWS[vendor].format(count=int(count)),
+    )
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def param(vendor: str, value: datetime):
+    """Return ``value`` as the driver of ``vendor`` should receive it."""
+    if vendor == "postgresql":
+        return value
+    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ")
+
+
+def claim_params(vendor: str, at: datetime) -> tuple:
+    return param(vendor, at), param(vendor, at - LOCK_EXPIRY)
