@@ -45,7 +45,9 @@ def claim_next_task(worker_id: str) -> Claim | None:
     # a SQLite transaction that reads and then writes can fail with "database
     # is locked" when another writer got in between.
     while True:
-        with transaction.atomic(using=alias) if skip_locked else nullcontext():
+        # savepoint=False: inside the worker's outcome transaction a savepoint
+        # would cost two more round trips and protect nothing.
+        with transaction.atomic(using=alias, savepoint=False) if skip_locked else nullcontext():
             now = timezone.now()
             due = Task.objects.using(alias).due(now)
             if skip_locked:

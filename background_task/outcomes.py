@@ -72,6 +72,14 @@ def record_failure(claim: Claim, error: str) -> Outcome:
     return outcome
 
 
+def release(claim: Claim) -> bool:
+    """Unlock a claimed task that will not run, leaving it as it was before the claim.
+
+    Returns whether the worker still held the lock.
+    """
+    return bool(_held(claim).update(locked_by=None, locked_at=None))
+
+
 def retry_at(now: datetime, attempts: int) -> datetime:
     """Return when a task that failed for the ``attempts``-th time at ``now`` runs again.
 

@@ -4,10 +4,11 @@ import logging
 import threading
 import time
 import traceback
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 from django.conf import settings
-from django.db import connections, reset_queries
+from django.db import connections, reset_queries, router, transaction
 from django.utils import timezone
 
 from background_task import conf
@@ -15,7 +16,8 @@ from background_task.arguments import load_arguments
 from background_task.discovery import autodiscover_tasks
 from background_task.exceptions import TaskTimeout
 from background_task.locking import Claim, claim_next_task, new_worker_id
-from background_task.outcomes import Outcome, record_failure, record_success
+from background_task.models import Task
+from background_task.outcomes import Outcome, record_failure, record_success, release
 from background_task.output import captured_output
 from background_task.registry import tasks
 from background_task.timeouts import time_limit
@@ -34,6 +36,12 @@ class Worker:
         self.id = worker_id or new_worker_id()
         self.capture_output = capture_output
         self._stopping = threading.Event()
+        self._deadline: float | None = None
+        # The next task, claimed in the same transaction that recorded the
+        # previous outcome, so a busy worker commits once per task.
+        self._next_claim: Claim | None = None
+        # Whether that claim found nothing due, which spares a second look.
+        self._found_none = False
 
     def stop(self) -> None:
         """Ask :meth:`run` to return once the task in progress, if any, ends."""
@@ -45,18 +53,21 @@ class Worker:
         The duration and :meth:`stop` are checked between tasks, so a task in
         progress always finishes.
         """
-        deadline = time.monotonic() + duration if duration > 0 else None
+        self._deadline = time.monotonic() + duration if duration > 0 else None
         logger.info("Worker %s started", self.id)
 
-        while not self._stopping.is_set() and (deadline is None or time.monotonic() < deadline):
-            if self.run_next() is not None:
-                continue
+        try:
+            while self._may_continue():
+                if self.run_next() is not None:
+                    continue
 
-            _close_stale_connections()
-            wait = sleep if deadline is None else min(sleep, deadline - time.monotonic())
-            if wait > 0:
-                logger.debug("Worker %s found no due task and waits %.3g s", self.id, wait)
-                self._stopping.wait(wait)
+                _close_stale_connections()
+                wait = sleep if self._deadline is None else min(sleep, self._deadline - time.monotonic())
+                if wait > 0:
+                    logger.debug("Worker %s found no due task and waits %.3g s", self.id, wait)
+                    self._stopping.wait(wait)
+        finally:
+            self._release_next_claim()
 
         reason = "on request" if self._stopping.is_set() else f"after its --duration of {duration:g} s"
         logger.info("Worker %s stopped %s", self.id, reason)
@@ -64,15 +75,21 @@ class Worker:
     def run_until_idle(self) -> int:
         """Run tasks until none is due, and return how many were claimed."""
         count = 0
-        while self.run_next() is not None:
-            count += 1
+        try:
+            while self.run_next() is not None:
+                count += 1
+        finally:
+            self._release_next_claim()
         return count
 
     def run_next(self) -> Outcome | None:
         """Claim and settle the earliest due task; return its outcome, or None if none is due."""
         # Read before claiming, so an invalid setting raises before a row is locked.
         conf.max_attempts()
-        claim = claim_next_task(self.id)
+        claim, self._next_claim = self._next_claim, None
+        found_none, self._found_none = self._found_none, False
+        if claim is None and not found_none:
+            claim = claim_next_task(self.id)
         if claim is None:
             return None
         logger.debug("Task id=%s name=%s claimed by worker %s", claim.task.pk, claim.task.task_name, self.id)
@@ -117,13 +134,35 @@ class Worker:
         except Exception as error:
             return self._fail(claim, traceback.format_exc(), error)
 
-        outcome = record_success(claim)
+        with self._outcome_transaction():
+            outcome = record_success(claim)
         if outcome is Outcome.SUCCEEDED:
             logger.info(
                 "Task id=%s name=%s succeeded in %.3f s",
                 task.pk, task.task_name, time.monotonic() - started,
             )
         return outcome
+
+    def _may_continue(self) -> bool:
+        return not self._stopping.is_set() and (self._deadline is None or time.monotonic() < self._deadline)
+
+    @contextmanager
+    def _outcome_transaction(self) -> Iterator[None]:
+        """Record an outcome and claim the next due task in one transaction.
+
+        The outcome's UPDATE or DELETE comes first, so on SQLite the
+        transaction holds the write lock before it reads the next candidate.
+        """
+        with transaction.atomic(using=router.db_for_write(Task)):
+            yield
+            if self._may_continue():
+                self._next_claim = claim_next_task(self.id)
+                self._found_none = self._next_claim is None
+
+    def _release_next_claim(self) -> None:
+        claim, self._next_claim = self._next_claim, None
+        if claim is not None and release(claim):
+            logger.info("Task id=%s name=%s released unrun as worker %s stops", claim.task.pk, claim.task.task_name, self.id)
 
     def _time_left(self, claim: Claim) -> float:
         # The run may last until the lock expires, measured from when it was taken.
@@ -140,7 +179,8 @@ class Worker:
 
     def _fail(self, claim: Claim, error: str, exception: BaseException | None = None) -> Outcome:
         task = claim.task
-        outcome = record_failure(claim, error)
+        with self._outcome_transaction():
+            outcome = record_failure(claim, error)
         reason = error.strip().splitlines()[-1] if exception is not None else error
 
         if outcome is Outcome.RETRY:

@@ -67,17 +67,21 @@ def test_claim_update_is_conditional(tmp_path):
     assert '"locked_at" IS NULL' in updates[0]
 
 
-def test_successful_task_costs_three_statements(tmp_path):
-    mark(str(tmp_path / "marks.txt"), "due")
-    worker = Worker()
-    # The task itself reads its row once; that query is the task's, not the worker's.
-    task_queries = 1
+def test_drain_costs_three_statements_per_task(tmp_path):
+    tasks = 5
+    for number in range(tasks):
+        mark(str(tmp_path / "marks.txt"), f"task-{number}")
+    # Each task reads its own row once; those queries are the tasks', not the worker's.
+    task_queries = tasks
 
     with CaptureQueriesContext(connection) as queries:
-        worker.run_next()
+        claimed = Worker().run_until_idle()
 
     statements = [
         query["sql"] for query in queries.captured_queries
         if query["sql"].split()[0] in ("SELECT", "UPDATE", "DELETE", "INSERT")
     ]
-    assert len(statements) - task_queries == 3, statements
+    assert claimed == tasks
+    # Per task: the claim's SELECT and UPDATE, and the DELETE; then one
+    # SELECT that finds nothing due.
+    assert len(statements) - task_queries == 3 * tasks + 1, statements
