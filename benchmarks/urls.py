@@ -1,28 +1,8 @@
 """Database URLs: one string that names a SQLite file or a PostgreSQL database."""
 
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
-
-def database_from_url(url: str) -> dict:
-    """Return a Django DATABASES entry for a ``sqlite:///`` or ``postgresql://`` URL.
-
-    SQLite gets the example project's settings: a 20 second busy timeout and
-    the default rollback journal.
-    """
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": unquote(parts.path), "OPTIONS": {"timeout": 20}}
-    if parts.scheme not in ("postgres", "postgresql"):
-        raise ValueError(f"expected a sqlite:/// or postgresql:// URL; got {url!r}")
-    query = parse_qs(parts.query)
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": unquote(parts.path.lstrip("/")) or "postgres",
-        "USER": unquote(parts.username or ""),
-        "PASSWORD": unquote(parts.password or ""),
-        "HOST": query.get("host", [parts.hostname or ""])[0],
-        "PORT": str(parts.port or ""),
-    }
+from spec.database_url import database_from_url
 
 
 def psycopg_params(url: str, dbname: str | None = None) -> dict:

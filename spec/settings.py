@@ -8,27 +8,8 @@ PostgreSQL instead, for example
 import os
 import tempfile
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
 
-
-def database_from_url(url: str) -> dict:
-    """Return a DATABASES entry for a ``postgresql://`` or ``sqlite:///`` URL."""
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": unquote(parts.path)}
-    if parts.scheme not in ("postgres", "postgresql"):
-        raise ValueError(f"BACKGROUND_TASK_DATABASE_URL must start with postgresql:// or sqlite:///; got {url!r}.")
-
-    query = parse_qs(parts.query)
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": unquote(parts.path.lstrip("/")) or "postgres",
-        "USER": unquote(parts.username or ""),
-        "PASSWORD": unquote(parts.password or ""),
-        "HOST": query.get("host", [parts.hostname or ""])[0],
-        "PORT": str(parts.port or ""),
-    }
-
+from spec.database_url import SQLITE_TIMEOUT, database_from_url
 
 SCRATCH = Path(os.environ.get("BACKGROUND_TASK_SCRATCH", tempfile.gettempdir()))
 DATABASE_URL = os.environ.get("BACKGROUND_TASK_DATABASE_URL")
@@ -40,7 +21,7 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(SCRATCH / f"background_task_spec_{os.getpid()}.sqlite3"),
-            "OPTIONS": {"timeout": 20},
+            "OPTIONS": {"timeout": SQLITE_TIMEOUT},
             "TEST": {"NAME": str(SCRATCH / f"background_task_spec_test_{os.getpid()}.sqlite3")},
         }
     }

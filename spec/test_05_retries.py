@@ -42,6 +42,7 @@ from hypothesis import strategies as st
 from spec import adapter
 from spec import tasks as spec_tasks
 from spec.conftest import fresh_queue
+from spec.steps import run_until_settled, set_attempts
 
 CHAPTER = 5
 
@@ -59,22 +60,6 @@ def slow_failure(seconds: int) -> None:
     """Move the frozen clock ``seconds`` forward, as a long run would, then raise."""
     frozen_clocks[-1].tick(timedelta(seconds=seconds))
     raise RuntimeError(f"failed after {seconds} seconds")
-
-
-def set_attempts(task, attempts: int) -> None:
-    """Store ``attempts`` failed attempts on ``task``, so its next run is attempt ``attempts + 1``."""
-    adapter.Task.objects.filter(pk=task.pk).update(attempts=attempts)
-
-
-def run_until_settled(frozen, task, limit: int = 200) -> None:
-    """Run the queue, moving the clock to each retry, until ``task`` is gone or failed."""
-    for _ in range(limit):
-        adapter.run_due()
-        row = adapter.stored(task)
-        if row is None or row.failed_at is not None:
-            return
-        frozen.move_to(row.run_at)
-    raise AssertionError(f"task {task.pk} neither succeeded nor failed within {limit} runs")
 
 
 @st.composite

@@ -36,6 +36,7 @@ from hypothesis import strategies as st
 from spec import adapter
 from spec import tasks as spec_tasks
 from spec.conftest import fresh_queue
+from spec.steps import run_until_settled, set_attempts
 
 CHAPTER = 6
 
@@ -47,22 +48,6 @@ UNREGISTERED = "spec.failure.never_registered"
 instants = st.datetimes(
     min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)
 ).map(lambda moment: moment.replace(tzinfo=timezone.utc))
-
-
-def set_attempts(task, attempts: int) -> None:
-    """Store ``attempts`` failed attempts on ``task``, so its next run is attempt ``attempts + 1``."""
-    adapter.Task.objects.filter(pk=task.pk).update(attempts=attempts)
-
-
-def run_until_settled(frozen, task, limit: int = 200) -> None:
-    """Run the queue, moving the clock to each retry, until ``task`` is gone or failed."""
-    for _ in range(limit):
-        adapter.run_due()
-        row = adapter.stored(task)
-        if row is None or row.failed_at is not None:
-            return
-        frozen.move_to(row.run_at)
-    raise AssertionError(f"task {task.pk} neither succeeded nor failed within {limit} runs")
 
 
 @pytest.mark.rule(1)
