@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
+from background_task.exceptions import WorkerInterrupted
+
 logger = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -22,12 +24,10 @@ class Stoppable(Protocol):
 def stop_on_signals(worker: Stoppable) -> Iterator[None]:
     """Make the first SIGTERM or SIGINT stop ``worker`` once its current task ends.
 
-    The first signal restores the previous handlers, so a second one acts as
-    it would without the worker: SIGINT raises KeyboardInterrupt and SIGTERM
-    ends the process.
-
-    NOTE: a run cut short by that second signal is not recorded; its lock
-    expires after MAX_RUN_TIME and the next claim counts it as lost.
+    A second signal raises WorkerInterrupted wherever the worker is. If a task
+    is running, the worker records that run as a failed attempt and unlocks
+    the task before the exception leaves it. The previous handlers are back
+    once the block ends.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -35,16 +35,16 @@ def stop_on_signals(worker: Stoppable) -> Iterator[None]:
 
     previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
 
-    def restore() -> None:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    def interrupt(number: int, frame) -> None:
+        raise WorkerInterrupted(f"worker {worker.id} received a second {signal.Signals(number).name}")
 
     def request_stop(number: int, frame) -> None:
         logger.info(
-            "Worker %s received %s and stops after the current task; send it again to stop at once",
+            "Worker %s received %s and stops after the current task, if any; send it again to stop at once",
             worker.id, signal.Signals(number).name,
         )
-        restore()
+        for other in STOP_SIGNALS:
+            signal.signal(other, interrupt)
         worker.stop()
 
     for number in STOP_SIGNALS:
@@ -52,4 +52,5 @@ def stop_on_signals(worker: Stoppable) -> Iterator[None]:
     try:
         yield
     finally:
-        restore()
+        for number, handler in previous.items():
+            signal.signal(number, handler)

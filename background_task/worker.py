@@ -14,7 +14,7 @@ from django.utils import timezone
 from background_task import conf
 from background_task.arguments import load_arguments
 from background_task.discovery import autodiscover_tasks
-from background_task.exceptions import TaskTimeout
+from background_task.exceptions import TaskTimeout, WorkerInterrupted
 from background_task.locking import Claim, claim_next_task, new_worker_id
 from background_task.models import Task
 from background_task.outcomes import Outcome, record_failure, record_success, release
@@ -132,6 +132,13 @@ class Worker:
         except TaskTimeout as error:
             return self._fail(claim, f"Task {error}.\n{traceback.format_exc()}", error)
         except Exception as error:
+            return self._fail(claim, traceback.format_exc(), error)
+        except (KeyboardInterrupt, WorkerInterrupted) as error:
+            # The worker is being stopped: record the run, then let the stop go on.
+            self._fail(claim, f"Task interrupted: {error or type(error).__name__}.\n{traceback.format_exc()}", error)
+            raise
+        except BaseException as error:
+            # SystemExit and other BaseExceptions end this run, not the worker.
             return self._fail(claim, traceback.format_exc(), error)
 
         with self._outcome_transaction():

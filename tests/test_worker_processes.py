@@ -9,7 +9,7 @@ import pytest
 
 from background_task.models import Task
 from tests.conftest import django_admin
-from tests.taskapp.tasks import mark, print_and_mark, sleep_then_mark
+from tests.taskapp.tasks import mark, print_and_mark, raise_system_exit, sleep_then_mark
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -96,10 +96,7 @@ def test_sigterm_lets_task_finish(tmp_path, worker_env):
     marks = tmp_path / "marks.txt"
     sleep_then_mark(str(marks), "slow", 2.0)
     worker = start_worker(worker_env, "--sleep", "0.1", "--log-level", "INFO")
-    deadline = time.monotonic() + 60
-    while not Task.objects.filter(locked_by__isnull=False).exists():
-        assert time.monotonic() < deadline, "the worker never claimed the task"
-        time.sleep(0.05)
+    wait_for_claim()
 
     log = stop([worker])[0]
 
@@ -132,3 +129,47 @@ def test_missing_table_names_migrate(tmp_path, worker_env):
 
     assert result.returncode != 0
     assert "python manage.py migrate background_task" in result.stderr
+
+
+def wait_for_claim(timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not Task.objects.filter(locked_by__isnull=False).exists():
+        assert time.monotonic() < deadline, "the worker never claimed the task"
+        time.sleep(0.05)
+
+
+def test_second_sigterm_records_interrupted_run(tmp_path, worker_env):
+    marks = tmp_path / "marks.txt"
+    task = sleep_then_mark(str(marks), "slow", 30.0)
+    worker = start_worker(worker_env, "--sleep", "0.1", "--log-level", "INFO")
+    wait_for_claim()
+
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    worker.send_signal(signal.SIGTERM)
+    _, log = worker.communicate(timeout=60)
+
+    row = Task.objects.get(pk=task.pk)
+    assert worker.returncode != 0
+    assert "received a second SIGTERM" in log
+    assert row.attempts == 1
+    assert "Task interrupted" in row.last_error
+    assert row.locked_by is None
+    assert not marks.exists()
+
+
+def test_system_exit_in_task_keeps_worker(tmp_path, worker_env):
+    marks = tmp_path / "marks.txt"
+    failing = raise_system_exit(3)
+    mark(str(marks), "after")
+    worker = start_worker(worker_env, "--sleep", "0.1")
+    deadline = time.monotonic() + 60
+    while not marks.exists():
+        assert time.monotonic() < deadline, "the task after the SystemExit never ran"
+        time.sleep(0.05)
+
+    stop([worker])
+
+    row = Task.objects.get(pk=failing.pk)
+    assert row.attempts == 1
+    assert "SystemExit: 3" in row.last_error

@@ -41,3 +41,9 @@ def print_and_mark(path: str, token: str) -> None:
     print(f"out {token}")
     print(f"err {token}", file=sys.stderr)
     _append(path, token)
+
+
+@background(name="tests.raise_system_exit")
+def raise_system_exit(code: int) -> None:
+    """Raise SystemExit(code), as a task calling sys.exit() would."""
+    raise SystemExit(code)

@@ -8,6 +8,7 @@ from django.db import DatabaseError
 
 from background_task import conf
 from background_task.discovery import autodiscover_tasks
+from background_task.exceptions import WorkerInterrupted
 from background_task.log_options import LEVELS, logging_options
 from background_task.models import Task
 from background_task.shutdown import stop_on_signals
@@ -94,4 +95,7 @@ class Command(BaseCommand):
 
             worker = Worker(capture_output=log_std)
             stack.enter_context(stop_on_signals(worker))
-            worker.run(duration=duration, sleep=sleep)
+            try:
+                worker.run(duration=duration, sleep=sleep)
+            except WorkerInterrupted as error:
+                raise CommandError(f"Stopped at once: {error}.") from error
