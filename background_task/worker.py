@@ -21,6 +21,7 @@ from background_task.outcomes import Outcome, record_failure, record_success, re
 from background_task.output import captured_output
 from background_task.registry import tasks
 from background_task.timeouts import time_limit
+from background_task.wakeup import Wakeup
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class Worker:
         self.id = worker_id or new_worker_id()
         self.capture_output = capture_output
         self._stopping = threading.Event()
+        self._wakeup: Wakeup | None = None
         self._deadline: float | None = None
         # The next task, claimed in the same transaction that recorded the
         # previous outcome, so a busy worker commits once per task.
@@ -46,6 +48,8 @@ class Worker:
     def stop(self) -> None:
         """Ask :meth:`run` to return once the task in progress, if any, ends."""
         self._stopping.set()
+        if self._wakeup is not None:
+            self._wakeup.wake()
 
     def run(self, duration: float = 0, sleep: float = 5) -> None:
         """Run tasks until ``duration`` seconds have passed, or forever if it is 0 or less.
@@ -54,23 +58,36 @@ class Worker:
         progress always finishes.
         """
         self._deadline = time.monotonic() + duration if duration > 0 else None
+        self._wakeup = Wakeup(router.db_for_write(Task))
+        # Listen before the first look at the queue, so no task stored after
+        # that look goes unnoticed.
+        self._wakeup.listen()
         logger.info("Worker %s started", self.id)
 
         try:
             while self._may_continue():
                 if self.run_next() is not None:
                     continue
-
-                _close_stale_connections()
-                wait = sleep if self._deadline is None else min(sleep, self._deadline - time.monotonic())
-                if wait > 0:
-                    logger.debug("Worker %s found no due task and waits %.3g s", self.id, wait)
-                    self._stopping.wait(wait)
+                self._wait_for_work(sleep)
         finally:
             self._release_next_claim()
+            self._wakeup.close()
+            self._wakeup = None
 
         reason = "on request" if self._stopping.is_set() else f"after its --duration of {duration:g} s"
         logger.info("Worker %s stopped %s", self.id, reason)
+
+    def _wait_for_work(self, sleep: float) -> None:
+        _close_stale_connections()
+        wait = sleep if self._deadline is None else min(sleep, self._deadline - time.monotonic())
+        if wait <= 0 or self._stopping.is_set():
+            return
+
+        # Reopens a listener lost with its connection; a task stored while
+        # none listened waits for the next poll.
+        self._wakeup.listen()
+        logger.debug("Worker %s found no due task and waits up to %.3g s", self.id, wait)
+        self._wakeup.wait(wait)
 
     def run_until_idle(self) -> int:
         """Run tasks until none is due, and return how many were claimed."""

@@ -6,6 +6,7 @@ import time
 from collections import Counter
 
 import pytest
+from django.db import connection
 
 from background_task.models import Task
 from tests.conftest import django_admin
@@ -173,3 +174,43 @@ def test_system_exit_in_task_keeps_worker(tmp_path, worker_env):
     row = Task.objects.get(pk=failing.pk)
     assert row.attempts == 1
     assert "SystemExit: 3" in row.last_error
+
+
+def wait_for_log_line(worker: subprocess.Popen, text: str, timeout: float = 60) -> None:
+    """Read the worker's stderr until a line contains ``text``."""
+    deadline = time.monotonic() + timeout
+    for line in worker.stderr:
+        if text in line:
+            return
+        assert time.monotonic() < deadline, f"no log line with {text!r}"
+    raise AssertionError(f"the worker exited before logging {text!r}")
+
+
+def test_sigterm_wakes_idle_worker(worker_env):
+    worker = start_worker(worker_env, "--sleep", "300", "--log-level", "DEBUG")
+    wait_for_log_line(worker, "found no due task")
+    started = time.monotonic()
+
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=60)
+
+    assert worker.returncode == 0
+    # Far below the 300 s --sleep: the signal ended the wait.
+    assert time.monotonic() - started < 60
+
+
+def test_new_task_wakes_idle_worker(tmp_path, worker_env):
+    if connection.vendor != "postgresql":
+        pytest.skip("only PostgreSQL notifies idle workers; SQLite workers poll every --sleep seconds")
+    marks = tmp_path / "marks.txt"
+    worker = start_worker(worker_env, "--sleep", "300", "--log-level", "DEBUG")
+    wait_for_log_line(worker, "found no due task")
+
+    mark(str(marks), "woken")
+    deadline = time.monotonic() + 60
+    while not marks.exists():
+        assert time.monotonic() < deadline, "the idle worker did not wake for the new task"
+        time.sleep(0.05)
+
+    stop([worker])
+    assert marks.read_text().split()[0] == "woken"
