@@ -57,7 +57,7 @@ class Task(models.Model):
     failed_at = models.DateTimeField(null=True, blank=True)
     #: The traceback or reason of the latest failed run.
     last_error = models.TextField(blank=True)
-    #: The id of the worker that holds the task, while one does.
+    #: The id of the worker that claimed the task, cleared when its outcome is recorded.
     locked_by = models.CharField(max_length=64, null=True, blank=True)
     #: When that worker claimed the task.
     locked_at = models.DateTimeField(null=True, blank=True)

@@ -27,7 +27,7 @@ class LogStream(io.TextIOBase):
         if self._logging:
             # A handler is writing to the redirected stream, as Python's
             # last-resort handler does with sys.stderr when no handler is
-            # configured; logging that text again would recurse forever.
+            # configured. Logging that text again would recurse forever.
             return self.fallback.write(text)
 
         lines = (self._partial + text).split("\n")

@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 from background_task.exceptions import TaskNameConflict
 
-#: The longest task name the task_name column stores, as in django-background-tasks 1.2.8.
+#: The maximum length of a task name, the task_name column's size in django-background-tasks 1.2.8.
 TASK_NAME_MAX_LENGTH = 190
 
 

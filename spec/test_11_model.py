@@ -5,12 +5,15 @@ checks that they hold together over long, random histories: a Hypothesis
 state machine drives the real queue and a small model of the rules side by
 side, and compares them after every step.
 
-The model is a few dictionaries and the rules written out plainly: a task is
-due when its run_at has come, it is not failed, and it is unlocked or its lock
-has expired; due tasks run earliest run_at first, ties by id; a failed run, or
-a run lost with a dead worker, adds one attempt and either reschedules the
-task by attempts ** 4 + 5 seconds or, at MAX_ATTEMPTS, marks it failed; a
-successful run removes it.
+The model is a few dictionaries and the rules written out plainly:
+
+* A task is due when its run_at has come, it is not failed, and it is
+  unlocked or its lock has expired.
+* Due tasks run earliest run_at first, ties by id.
+* A failed run, or a run lost with a dead worker, adds one attempt. Then the
+  task is rescheduled attempts ** 4 + 5 seconds later, or marked failed at
+  MAX_ATTEMPTS.
+* A successful run removes the task.
 
 The steps are: enqueue a task that succeeds, fails, or fails a few times and
 then succeeds; move the clock; run the due tasks; and let a worker die while
@@ -148,7 +151,7 @@ class QueueMachine(RuleBasedStateMachine):
             task.run_at = self.now() + timedelta(seconds=task.attempts**4 + 5)
 
     def _run_model(self) -> tuple[int, list[str]]:
-        """Settle every due task as the rules say; return the claim count and the tokens run, in order."""
+        """Settle every due task by the rules, and return the claim count and the tokens run, in order."""
         claimed = 0
         ran = []
         while True:
