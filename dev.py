@@ -48,7 +48,7 @@ PYTEST_TIMEOUT = 20 * 60
 #: pytest's exit code when it collected no tests; this script counts it as a failure.
 PYTEST_NO_TESTS = 5
 
-#: Where each pytest run of spec/ writes its conformance report, which the documentation shows.
+#: The folder for the conformance report of each pytest run of spec/, which the documentation shows.
 CONFORMANCE_DIR = ROOT / "build" / "conformance"
 DOCS_DIR = ROOT / "docs"
 DOCS_BUILD_DIR = ROOT / "build" / "docs"

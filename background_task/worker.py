@@ -54,8 +54,9 @@ class Worker:
     def run(self, duration: float = 0, sleep: float = 5) -> None:
         """Run tasks until ``duration`` seconds have passed, or forever if it is 0 or less.
 
-        The duration and :meth:`stop` are checked between tasks, so a task in
-        progress always finishes.
+        The duration and :meth:`stop` are checked between tasks, so neither
+        cuts short the task in progress; only MAX_RUN_TIME or a second stop
+        signal does.
         """
         self._deadline = time.monotonic() + duration if duration > 0 else None
         self._wakeup = Wakeup(router.db_for_write(Task))
