@@ -294,3 +294,28 @@ def test_extension_finds_every_collected_rule():
     assert found["problems"] == []
     assert len(found["rules"]) == len(listed) == len(collected_rules())
     assert listed == collected_rules()
+
+
+def test_reports_combine_across_versions(tmp_path):
+    """A rule that fails under one Python and Django combination shows as failed for that database."""
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        import spec_rules
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    older_django = sqlite_report({"5.1": "passed", "5.2": "passed"})
+    newer_django = sqlite_report({"5.1": "failed", "5.2": "passed"})
+    newer_django["django"] = "6.0"
+    stale_newer_django = sqlite_report({"5.1": "passed", "5.2": "failed"})
+    stale_newer_django["django"] = "6.0"
+    stale_newer_django["finished"] = "2029-01-01T00:00:00+00:00"
+    for name, report in [("a.json", older_django), ("b.json", newer_django), ("c.json", stale_newer_django)]:
+        (tmp_path / name).write_text(json.dumps(report), encoding="utf-8")
+
+    reports, unreadable = spec_rules.load_reports(tmp_path)
+
+    assert unreadable == []
+    assert len(reports["sqlite"].parts) == 2
+    assert reports["sqlite"].outcome("5.1") == "failed"
+    assert reports["sqlite"].outcome("5.2") == "passed"
+    assert reports["sqlite"].outcome("5.3") is None

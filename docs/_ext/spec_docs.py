@@ -20,8 +20,9 @@ Directives:
 Role: ``:rule:`5.3``` links to rule 5.3 as "rule 5.3"; ``:rule:`this rule <5.3>``` sets the text.
 
 The conformance reports are the JSON files that ``pytest spec
---conformance-report=FILE`` writes, read from ``spec_conformance_dir``; the
-newest per database is shown.
+--conformance-report=FILE`` writes, read from ``spec_conformance_dir``. Each
+database shows the worst outcome among its newest reports, one per Python and
+Django combination.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from sphinx.util.nodes import split_explicit_title
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import spec_rules  # noqa: E402
-from spec_rules import Chapter, Report, Rule  # noqa: E402
+from spec_rules import Chapter, CombinedReport, Rule  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ STATUS_TEXT = {
 class SpecState:
     """What the extension read at the start of the build: the chapters and the newest reports."""
 
-    def __init__(self, chapters: list[Chapter], reports: dict[str, Report], spec_dir: Path, report_dir: Path) -> None:
+    def __init__(self, chapters: list[Chapter], reports: dict[str, CombinedReport], spec_dir: Path, report_dir: Path) -> None:
         self.chapters = chapters
         self.reports = reports
         self.spec_dir = spec_dir
@@ -421,20 +422,25 @@ class SpecSummaryDirective(StatusDirective):
         if state.reports:
             sources = nodes.bullet_list(classes=["spec-reports"])
             for vendor in vendors:
-                report = state.reports.get(vendor)
-                if report is None:
+                combined = state.reports.get(vendor)
+                if combined is None:
                     continue
-                item = nodes.list_item()
-                paragraph = nodes.paragraph()
-                paragraph += nodes.strong(f"{report.database_name}: ", f"{report.database_name}: ")
-                text = f"{report.describe()}; finished {report.finished}; from "
-                paragraph += nodes.Text(text)
-                paragraph += nodes.literal(report.path.name, report.path.name)
-                if report.data.get("deselected"):
-                    paragraph += nodes.Text(f" ({report.data['deselected']} tests deselected in that run)")
-                item += paragraph
-                sources += item
-            lead = nodes.paragraph("", "The results come from the newest report for each database:")
+                for report in combined.parts:
+                    item = nodes.list_item()
+                    paragraph = nodes.paragraph()
+                    paragraph += nodes.strong(f"{report.database_name}: ", f"{report.database_name}: ")
+                    text = f"{report.describe()}; finished {report.finished}; from "
+                    paragraph += nodes.Text(text)
+                    paragraph += nodes.literal(report.path.name, report.path.name)
+                    if report.data.get("deselected"):
+                        paragraph += nodes.Text(f" ({report.data['deselected']} tests deselected in that run)")
+                    item += paragraph
+                    sources += item
+            lead = nodes.paragraph(
+                "",
+                "The results come from the newest report of each Python and Django combination "
+                "on each database, and a rule shows its worst outcome among them:",
+            )
             result += [lead, sources]
         missing = self.missing_vendors()
         if missing:

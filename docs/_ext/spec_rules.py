@@ -254,9 +254,41 @@ class Report:
         )
 
 
-def load_reports(folder: Path) -> tuple[dict[str, Report], list[str]]:
-    """Return the newest report per database vendor among ``folder``'s JSON files, and the files that could not be read."""
-    newest: dict[str, Report] = {}
+@dataclass
+class CombinedReport:
+    """The reports of one database, one per Python and Django combination, read as one.
+
+    A rule shows its worst outcome among them, so a rule that fails on only
+    one combination still shows as failed.
+    """
+
+    parts: list[Report]
+
+    @property
+    def vendor(self) -> str:
+        return self.parts[0].vendor
+
+    @property
+    def database_name(self) -> str:
+        return self.parts[0].database_name
+
+    @property
+    def finished(self) -> str:
+        return max(part.finished for part in self.parts)
+
+    def outcome(self, rule_id: str) -> str | None:
+        """Return the rule's worst outcome among the parts, or None if none of them ran it."""
+        outcomes = [outcome for part in self.parts if (outcome := part.outcome(rule_id)) is not None]
+        return worst(outcomes) if outcomes else None
+
+
+def load_reports(folder: Path) -> tuple[dict[str, CombinedReport], list[str]]:
+    """Return the reports of each database vendor in ``folder``, and the files that could not be read.
+
+    Of several reports for the same vendor, Python and Django versions, only
+    the newest counts.
+    """
+    newest: dict[tuple[str, str, str], Report] = {}
     unreadable = []
     if not folder.is_dir():
         return {}, []
@@ -264,17 +296,22 @@ def load_reports(folder: Path) -> tuple[dict[str, Report], list[str]]:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             report = Report(path, data)
-            vendor, finished = report.vendor, report.finished
-            data["implementation"]["name"], data["python"], data["django"]  # noqa: B018 - checks the fields exist
+            key = (report.vendor, data["python"], data["django"])
+            finished = report.finished
+            data["implementation"]["name"]  # noqa: B018 - checks the field exists
             if not isinstance(data.get("rules"), dict):
                 raise KeyError("rules")
         except (OSError, ValueError, KeyError, TypeError) as error:
             unreadable.append(f"{path}: {error.__class__.__name__}: {error}")
             continue
-        current = newest.get(vendor)
+        current = newest.get(key)
         if current is None or finished > current.finished:
-            newest[vendor] = report
-    return newest, unreadable
+            newest[key] = report
+
+    combined: dict[str, CombinedReport] = {}
+    for (vendor, _, _), report in sorted(newest.items()):
+        combined.setdefault(vendor, CombinedReport([])).parts.append(report)
+    return combined, unreadable
 
 
 def ordered_vendors(reports: dict[str, Report]) -> list[str]:
