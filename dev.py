@@ -186,14 +186,14 @@ def ensure_venv(venv: Path, base_python: str | Path, version: tuple[int, int], r
     return python
 
 
-def run_checked(command: list[str], what: str, **kwargs) -> None:
-    """Run ``command`` and raise SetupError naming ``what`` if it fails."""
+def run_checked(command: list[str], step: str, **kwargs) -> None:
+    """Run ``command`` and raise SetupError naming ``step`` if it fails."""
     try:
         result = subprocess.run(command, check=False, **kwargs)
     except OSError as error:
-        raise SetupError(f"{what} failed: cannot run {command[0]}: {error}.") from None
+        raise SetupError(f"{step} failed: cannot run {command[0]}: {error}.") from None
     if result.returncode != 0:
-        raise SetupError(f"{what} failed with exit status {result.returncode}: {shlex.join(command)}")
+        raise SetupError(f"{step} failed with exit status {result.returncode}: {shlex.join(command)}")
 
 
 # ---------------------------------------------------------------------------
@@ -683,13 +683,13 @@ class PostgresCluster:
         if remove:
             shutil.rmtree(self.folder, ignore_errors=True)
 
-    def _run(self, command: list[str], what: str) -> None:
+    def _run(self, command: list[str], step: str) -> None:
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode == 0:
             return
         log = self.log.read_text(errors="replace") if self.log.exists() else ""
         raise SetupError(
-            f"{what} failed with exit status {result.returncode}: {shlex.join(command)}\n"
+            f"{step} failed with exit status {result.returncode}: {shlex.join(command)}\n"
             f"{result.stdout}{result.stderr}{log}".rstrip()
         )
 

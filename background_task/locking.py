@@ -34,7 +34,7 @@ def claim_next_task(worker_id: str) -> Claim | None:
     """Lock the earliest due task for ``worker_id`` and return it, or None if none is due.
 
     PostgreSQL picks the row with SELECT ... FOR UPDATE SKIP LOCKED, so
-    workers never wait on each other's rows. Elsewhere the lock is taken with
+    workers do not wait on each other's row locks. Elsewhere the lock is taken with
     one conditional UPDATE that only succeeds if the row still carries the
     lock it was read with, so two workers cannot both take it.
     """

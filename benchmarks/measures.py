@@ -24,12 +24,12 @@ class Context:
     target: object
     folder: Path
 
-    def marks_file(self, what: str) -> Path:
-        return self.folder / f"marks-{what}-{uuid.uuid4().hex[:8]}.txt"
+    def marks_file(self, measurement: str) -> Path:
+        return self.folder / f"marks-{measurement}-{uuid.uuid4().hex[:8]}.txt"
 
 
 def limit(ctx: Context, tasks: int) -> float:
-    """Tasks per second of the raw-driver loop on ``tasks`` due rows, added to what the table holds."""
+    """Tasks per second of the raw-driver loop on ``tasks`` due rows, added to the rows the table already contains."""
     marks = ctx.marks_file("limit")
     ctx.target.fill(tasks)
     result = run_probe(ctx.target, "limit", tasks, BENCH_MARKS=str(marks))
@@ -43,10 +43,10 @@ def warm_up(ctx: Context, workers: Workers, marks: Path, count: int) -> int:
 
     Returns how many marks the warm-up wrote. Warm-up tokens are negative.
     """
-    wanted = {process.pid for process in workers.processes}
+    expected_pids = {process.pid for process in workers.processes}
     written, batch = 0, 0
     deadline = time.monotonic() + 120
-    while {mark.pid for mark in read_marks(str(marks))} != wanted:
+    while {mark.pid for mark in read_marks(str(marks))} != expected_pids:
         workers.check_alive()
         if time.monotonic() > deadline:
             raise RuntimeError("not every worker started running tasks within 120 s")
@@ -74,9 +74,9 @@ def drain(ctx: Context, tasks: int, worker_count: int) -> dict:
 def enqueue(ctx: Context, tasks: int) -> dict:
     """Rates of the raw INSERT loop, of autocommit calls and of calls inside one transaction."""
     figures = {}
-    for name, what, extra in (("insert", "insert", ()), ("autocommit", "enqueue", ()), ("atomic", "enqueue", ("--atomic",))):
+    for name, mode, extra in (("insert", "insert", ()), ("autocommit", "enqueue", ()), ("atomic", "enqueue", ("--atomic",))):
         ctx.target.empty()
-        figures[name] = run_probe(ctx.target, what, tasks, *extra)["rate"]
+        figures[name] = run_probe(ctx.target, mode, tasks, *extra)["rate"]
     ctx.target.empty()
     return figures
 

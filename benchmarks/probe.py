@@ -124,18 +124,18 @@ def explain() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.probe")
-    parser.add_argument("what", choices=["limit", "insert", "enqueue", "explain"])
+    parser.add_argument("mode", choices=["limit", "insert", "enqueue", "explain"])
     parser.add_argument("--url")
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--atomic", action="store_true")
     options = parser.parse_args(argv)
     vendor = "sqlite" if (options.url or "").startswith("sqlite") else "postgresql"
 
-    if options.what == "limit":
+    if options.mode == "limit":
         result = limit(vendor, options.url, options.count)
-    elif options.what == "insert":
+    elif options.mode == "insert":
         result = insert(vendor, options.url, options.count)
-    elif options.what == "enqueue":
+    elif options.mode == "enqueue":
         result = enqueue(options.count, options.atomic)
     else:
         result = explain()

@@ -81,10 +81,10 @@ def wait_for_marks(path: Path, expected: int, workers: Workers | None = None, ti
         time.sleep(0.05)
 
 
-def run_probe(target, what: str, count: int = 0, *extra: str, **env: str) -> dict:
+def run_probe(target, mode: str, count: int = 0, *extra: str, **env: str) -> dict:
     """Run ``python -m benchmarks.probe`` in its own process and return its JSON."""
-    command = [sys.executable, "-m", "benchmarks.probe", what, "--url", target.url, "--count", str(count), *extra]
+    command = [sys.executable, "-m", "benchmarks.probe", mode, "--url", target.url, "--count", str(count), *extra]
     result = subprocess.run(command, env=target.env(**env), capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"probe {what} failed on {target.label}:\n{result.stderr[-3000:]}")
+        raise RuntimeError(f"probe {mode} failed on {target.label}:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout)

@@ -26,8 +26,8 @@ until the worker is stopped, for example with Ctrl-C.
 
 The options are checked before anything runs. A value that is not a
 finite number, a negative sleep or an unknown log level is rejected with an
-error that names the option and the value: a usage error with exit status 2
-on the command line, and a ``CommandError`` under ``call_command``.
+error that names the option and the value. On the command line that is a
+usage error with exit status 2, and under ``call_command`` a ``CommandError``.
 """
 
 import time

@@ -14,9 +14,10 @@ bring it back: ``failed_at`` is the one field that decides. A failed row
 also blocks nothing. Workers pass over it, so the due tasks queued after
 it run as usual.
 
-Every kind of failed attempt counts toward the limit in the same way: an
-exception raised by the task, a task name the worker does not know, a run
-that went past ``MAX_RUN_TIME`` and a run lost with a dead worker. With
+Every kind of failed attempt counts toward the limit in the same way. The
+kinds are an exception raised by the task, a task name the worker does not
+know, a run that went past ``MAX_RUN_TIME``, and a run lost with a dead
+worker. With
 ``MAX_ATTEMPTS = 1`` there are no retries at all, and the first failure
 marks the task failed.
 

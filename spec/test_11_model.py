@@ -15,9 +15,14 @@ The model is a few dictionaries and the rules written out plainly:
   MAX_ATTEMPTS.
 * A successful run removes the task.
 
-The steps are: enqueue a task that succeeds, fails, or fails a few times and
-then succeeds; move the clock; run the due tasks; and let a worker die while
-it holds a due task's lock. After each step the stored rows must equal the
+The steps are:
+
+* enqueue a task that succeeds, fails, or fails a few times and then succeeds;
+* move the clock;
+* run the due tasks;
+* let a worker die while its lock is on a due task.
+
+After each step the stored rows must equal the
 model's, and these invariants must hold: no task is held by two workers, no
 task's attempts exceed MAX_ATTEMPTS, no task ran before its run_at, and a task
 is failed exactly when its attempts reached MAX_ATTEMPTS.

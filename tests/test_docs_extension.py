@@ -62,7 +62,7 @@ NEW_RULE = '''
 def test_rule_added_for_the_docs_test():
     """A rule added to a spec module appears in its chapter with no other edit.
 
-    It says ``nothing`` about the queue.
+    It states ``nothing`` about the queue.
     """
 '''
 

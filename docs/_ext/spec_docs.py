@@ -106,7 +106,7 @@ def chapter_page(chapter: Chapter, spec_root: Path) -> str:
 
 
 def write_if_changed(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` unless it already holds it, so Sphinx rereads only changed pages."""
+    """Write ``text`` to ``path`` unless it already contains it, so Sphinx rereads only changed pages."""
     if path.exists() and path.read_text(encoding="utf-8") == text:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
