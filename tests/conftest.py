@@ -1,9 +1,10 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
 from django.db import connection
+
+from tests.reliability_report import OUTCOME_KEY, Recorder, ReliabilityReport, worst_phase_outcome
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +32,37 @@ def worker_env():
     return env
 
 
-def django_admin() -> list[str]:
-    """Return the command that runs django-admin with this interpreter."""
-    return [sys.executable, "-m", "django"]
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reliability-report",
+        metavar="FILE",
+        help="write the figures that reliability tests record to FILE as JSON, for the docs' Reliability page",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    path = config.getoption("--reliability-report")
+    if path:
+        config.pluginmanager.register(ReliabilityReport(Path(path)), "reliability-report")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    if report.failed:
+        item.stash[OUTCOME_KEY] = "failed"
+    return report
+
+
+@pytest.fixture
+def reliability(request: pytest.FixtureRequest):
+    """Record a bad-day scenario's counts for the Reliability page; see tests/reliability_report.py."""
+    recorder = Recorder(request.node.nodeid)
+    plugin = request.config.pluginmanager.get_plugin("reliability-report")
+    if plugin is not None:
+        plugin.note_database()
+    yield recorder
+    if plugin is not None:
+        # The call phase has ended here, so a failed assertion is already known.
+        plugin.add(recorder, worst_phase_outcome(request.node))

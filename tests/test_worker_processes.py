@@ -9,40 +9,18 @@ import pytest
 from django.db import connection
 
 from background_task.models import Task
-from tests.conftest import django_admin
+from tests.processes import django_admin, finish, start_worker, stop, wait_for_claim, wait_for_empty_queue, wait_for_log_line
 from tests.taskapp.tasks import mark, print_and_mark, raise_system_exit, sleep_then_mark
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def start_worker(env, *options: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*django_admin(), "process_tasks", *options],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
-def finish(worker: subprocess.Popen) -> str:
-    _, stderr = worker.communicate(timeout=120)
-    assert worker.returncode == 0, stderr
-    return stderr
 
 
-def wait_for_empty_queue(timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while Task.objects.exists():
-        assert time.monotonic() < deadline, f"{Task.objects.count()} tasks left after {timeout} s"
-        time.sleep(0.2)
 
 
-def stop(workers: list[subprocess.Popen]) -> list[str]:
-    """Send SIGTERM to each worker and return their stderr once they exit."""
-    for worker in workers:
-        worker.send_signal(signal.SIGTERM)
-    return [finish(worker) for worker in workers]
 
 
 def test_workers_run_each_task_once(tmp_path, worker_env):
@@ -132,11 +110,6 @@ def test_missing_table_names_migrate(tmp_path, worker_env):
     assert "python manage.py migrate background_task" in result.stderr
 
 
-def wait_for_claim(timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not Task.objects.filter(locked_by__isnull=False).exists():
-        assert time.monotonic() < deadline, "the worker never claimed the task"
-        time.sleep(0.05)
 
 
 def test_second_sigterm_records_interrupted_run(tmp_path, worker_env):
@@ -176,14 +149,6 @@ def test_system_exit_in_task_keeps_worker(tmp_path, worker_env):
     assert "SystemExit: 3" in row.last_error
 
 
-def wait_for_log_line(worker: subprocess.Popen, text: str, timeout: float = 60) -> None:
-    """Read the worker's stderr until a line contains ``text``."""
-    deadline = time.monotonic() + timeout
-    for line in worker.stderr:
-        if text in line:
-            return
-        assert time.monotonic() < deadline, f"no log line with {text!r}"
-    raise AssertionError(f"the worker exited before logging {text!r}")
 
 
 def test_sigterm_wakes_idle_worker(worker_env):

@@ -1,0 +1,64 @@
+"""Starting, watching and stopping real ``process_tasks`` worker processes in tests."""
+
+import signal
+import subprocess
+import sys
+import time
+
+from background_task.models import Task
+
+
+def django_admin() -> list[str]:
+    """Return the command that runs django-admin with this interpreter."""
+    return [sys.executable, "-m", "django"]
+
+
+def start_worker(env: dict[str, str], *options: str) -> subprocess.Popen:
+    """Start ``process_tasks`` with ``options``; its stdout and stderr are pipes of text."""
+    return subprocess.Popen(
+        [*django_admin(), "process_tasks", *options],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(worker: subprocess.Popen, timeout: float = 120) -> str:
+    """Wait for ``worker`` to exit 0 and return its stderr."""
+    _, stderr = worker.communicate(timeout=timeout)
+    assert worker.returncode == 0, stderr
+    return stderr
+
+
+def stop(workers: list[subprocess.Popen]) -> list[str]:
+    """Send SIGTERM to each worker and return their stderr once they exit."""
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    return [finish(worker) for worker in workers]
+
+
+def wait_for_empty_queue(timeout: float = 120) -> None:
+    """Wait until the task table is empty."""
+    deadline = time.monotonic() + timeout
+    while Task.objects.exists():
+        assert time.monotonic() < deadline, f"{Task.objects.count()} tasks left after {timeout} s"
+        time.sleep(0.2)
+
+
+def wait_for_claim(timeout: float = 60) -> None:
+    """Wait until some worker holds a lock on a task."""
+    deadline = time.monotonic() + timeout
+    while not Task.objects.filter(locked_by__isnull=False).exists():
+        assert time.monotonic() < deadline, "the worker never claimed the task"
+        time.sleep(0.05)
+
+
+def wait_for_log_line(worker: subprocess.Popen, text: str, timeout: float = 60) -> None:
+    """Read the worker's stderr until a line contains ``text``."""
+    deadline = time.monotonic() + timeout
+    for line in worker.stderr:
+        if text in line:
+            return
+        assert time.monotonic() < deadline, f"no log line with {text!r}"
+    raise AssertionError(f"the worker exited before logging {text!r}")
