@@ -1,6 +1,7 @@
 """The worker: claim a due task, run it, record the outcome, sleep only when idle."""
 
 import logging
+import signal
 import threading
 import time
 import traceback
@@ -151,10 +152,15 @@ class Worker:
             return self._fail(claim, f"Task {error}.\n{traceback.format_exc()}", error)
         except Exception as error:
             return self._fail(claim, traceback.format_exc(), error)
-        except (KeyboardInterrupt, WorkerInterrupted) as error:
+        except WorkerInterrupted as error:
             # The worker is being stopped: record the run, then let the stop go on.
-            self._fail(claim, f"Task interrupted: {error or type(error).__name__}.\n{traceback.format_exc()}", error)
+            self._fail(claim, f"Task interrupted: {error}.\n{traceback.format_exc()}", error)
             raise
+        except KeyboardInterrupt as error:
+            outcome = self._fail(claim, f"Task interrupted: KeyboardInterrupt.\n{traceback.format_exc()}", error)
+            if _ctrl_c_raises_keyboard_interrupt():
+                raise
+            return outcome
         except BaseException as error:
             # SystemExit and other BaseExceptions end this run, not the worker.
             return self._fail(claim, traceback.format_exc(), error)
@@ -225,6 +231,13 @@ class Worker:
 
 def _run_time_exceeded() -> str:
     return f"exceeded MAX_RUN_TIME of {conf.max_run_time().total_seconds():g} seconds"
+
+
+def _ctrl_c_raises_keyboard_interrupt() -> bool:
+    # Under process_tasks a handler owns SIGINT, so a KeyboardInterrupt came
+    # from the task's own code and ends only its run. With Python's default
+    # handler, as in run_due_tasks(), it may be Ctrl-C, which stops the caller.
+    return signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def _close_stale_connections() -> None:

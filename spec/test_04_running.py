@@ -22,19 +22,26 @@ becomes due while the worker sleeps runs after the next wait.
 ``--duration`` bounds how long the worker takes new tasks. The limit is
 checked between tasks, so a task in progress always finishes, and an idle
 wait is cut short at the limit. A duration of 0 (the default) or less runs
-until the worker is stopped, for example with Ctrl-C.
+until the worker is stopped, for example with Ctrl-C or SIGTERM.
 
 The options are checked before anything runs. A value that is not a
 finite number, a negative sleep or an unknown log level is rejected with an
 error that names the option and the value. On the command line that is a
 usage error with exit status 2, and under ``call_command`` a ``CommandError``.
+
+A task that raises SystemExit, KeyboardInterrupt or another exception
+outside ``Exception`` fails only its own run, like any other error, and the
+worker goes on. What stops a worker is a signal sent to its process.
 """
 
+import os
+import signal
 import time
 from datetime import datetime, timezone as dt_timezone
 
 import pytest
 from django.core.management import CommandError
+from django.test import override_settings
 from django.utils import timezone
 from freezegun import freeze_time
 
@@ -50,11 +57,24 @@ def queue_record(label: str) -> None:
     spec_tasks.record(label)
 
 
-@adapter.background(name="spec.running.interrupt_worker")
-def interrupt_worker() -> None:
-    """Raise KeyboardInterrupt, as pressing Ctrl-C in the worker's terminal would."""
-    spec_tasks.calls.append(spec_tasks.Call("interrupt_worker", (), {}, timezone.now()))
-    raise KeyboardInterrupt
+@adapter.background(name="spec.running.stop_worker")
+def stop_worker() -> None:
+    """Send SIGTERM to the worker's own process, as a service manager stopping it would."""
+    spec_tasks.calls.append(spec_tasks.Call("stop_worker", (), {}, timezone.now()))
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+class TaskAbort(BaseException):
+    """A BaseException subclass that is neither SystemExit nor KeyboardInterrupt."""
+
+
+ESCAPES = {"SystemExit": SystemExit, "KeyboardInterrupt": KeyboardInterrupt, "TaskAbort": TaskAbort}
+
+
+@adapter.background(name="spec.running.escape")
+def escape(kind: str) -> None:
+    """Raise the BaseException named ``kind``, as sys.exit() or an uncaught Ctrl-C in the task's code would."""
+    raise ESCAPES[kind]("from the task")
 
 
 def recorded_args(name: str = "record") -> list[tuple]:
@@ -282,17 +302,41 @@ def test_bad_option_rejected(option, value):
 @pytest.mark.rule(13)
 @pytest.mark.parametrize("duration", ["0", "-1"])
 def test_zero_duration_runs_until_stopped(duration):
-    """A --duration of 0 or less runs the worker until it is stopped, as by Ctrl-C.
+    """A --duration of 0 or less runs the worker until it is stopped, as by SIGTERM.
 
     The worker is still running to take a task that becomes due half a
-    second after it started, and that task stops it by raising
-    KeyboardInterrupt, which reaches the caller.
+    second after it started. That task sends SIGTERM to the worker's
+    process, and the worker returns once the task has ended.
     """
     spec_tasks.record("due at once")
-    interrupt_worker(schedule=0.5)
+    stop_worker(schedule=0.5)
 
-    with pytest.raises(KeyboardInterrupt):
-        adapter.process_tasks("--duration", duration, "--sleep", "0.1")
+    adapter.process_tasks("--duration", duration, "--sleep", "0.1")
 
     assert recorded_args() == [("due at once",)]
-    assert recorded_args("interrupt_worker") == [()]
+    assert recorded_args("stop_worker") == [()]
+    assert adapter.queued_tasks() == []
+
+
+@pytest.mark.rule(14)
+@pytest.mark.parametrize("kind", sorted(ESCAPES))
+def test_base_exception_ends_only_its_run(kind):
+    """A task that raises SystemExit, KeyboardInterrupt or another BaseException ends only its own run.
+
+    Under ``process_tasks`` the worker records the run as a failed attempt
+    whose last_error names the exception, and goes on with the next due
+    task. Stopping the worker is left to signals: a KeyboardInterrupt that
+    the task's own code raises is not a Ctrl-C.
+    """
+    with override_settings(MAX_ATTEMPTS=3):
+        task = escape(kind)
+        spec_tasks.record("after", schedule=0.2)
+
+        adapter.process_tasks("--duration", "1", "--sleep", "0.1")
+
+    row = adapter.stored(task)
+    assert row.attempts == 1
+    assert row.failed_at is None
+    assert row.locked_by is None
+    assert kind in row.last_error
+    assert recorded_args() == [("after",)]
