@@ -10,6 +10,7 @@ import logging
 from datetime import datetime
 from datetime import timezone as dt_timezone
 
+from django.db import connections, router
 from django.utils import timezone
 
 from background_task import conf
@@ -27,14 +28,23 @@ class Outcome(enum.Enum):
     LOCK_LOST = "lock lost"
 
 
+#: The success write, in SQL because every successful task sends it; the
+#: ORM's delete would first collect the rows, for related objects the table
+#: does not have.
+DELETE_IF_HELD = f"DELETE FROM {Task._meta.db_table} WHERE id = %s AND locked_by = %s AND locked_at = %s"
+
+
 def _held(claim: Claim):
-    task = claim.task
-    return Task.objects.filter(pk=task.pk, locked_by=task.locked_by, locked_at=claim.locked_at)
+    return Task.objects.filter(pk=claim.task.pk, locked_by=claim.worker_id, locked_at=claim.locked_at)
 
 
 def record_success(claim: Claim) -> Outcome:
     """Delete the task's row, since a task that returned has nothing left to do."""
-    deleted, _ = _held(claim).delete()
+    connection = connections[router.db_for_write(Task)]
+    locked_at = connection.ops.adapt_datetimefield_value(claim.locked_at)
+    with connection.cursor() as cursor:
+        cursor.execute(DELETE_IF_HELD, [claim.task.pk, claim.worker_id, locked_at])
+        deleted = cursor.rowcount
     if not deleted:
         return _lock_lost(claim)
     return Outcome.SUCCEEDED
@@ -48,7 +58,9 @@ def record_failure(claim: Claim, error: str) -> Outcome:
     ``failed_at`` and the row is kept with ``last_error``.
     """
     task = claim.task
-    attempts = task.attempts + 1
+    # Counted from the claim, not the task object, so writing the same
+    # outcome again after a lost connection counts the run once.
+    attempts = claim.attempts + 1
     now = timezone.now()
     changes: dict[str, object] = {
         "attempts": attempts,
@@ -102,7 +114,7 @@ def _lock_lost(claim: Claim) -> Outcome:
         claim.task.pk,
         claim.task.task_name,
         claim.locked_at.isoformat(),
-        claim.task.locked_by,
+        claim.worker_id,
     )
     return Outcome.LOCK_LOST
 

@@ -3,10 +3,11 @@
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from background_task import locking
 from background_task.locking import claim_next_task
 from background_task.models import Task
 from background_task.worker import Worker
@@ -28,10 +29,19 @@ def fill_future_and_failed(future: int, failed: int) -> None:
 
 
 def claim_plan() -> str:
-    due = Task.objects.due(timezone.now())
-    if connection.features.has_select_for_update_skip_locked:
-        due = due.select_for_update(skip_locked=True)
-    return due[:1].explain()
+    """Return the database's plan for the statement that picks the next task."""
+    now = timezone.now()
+    params = [
+        connection.ops.adapt_datetimefield_value(now),
+        connection.ops.adapt_datetimefield_value(now - timedelta(hours=1)),
+    ]
+    if connection.vendor == "postgresql":
+        sql, params = f"EXPLAIN {locking.CLAIM_SKIP_LOCKED}", [*params, "test-worker", params[0]]
+    else:
+        sql = f"EXPLAIN QUERY PLAN {locking.EARLIEST_DUE}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return "\n".join(" ".join(str(part) for part in row) for row in cursor.fetchall())
 
 
 def test_claim_uses_partial_index():
@@ -56,18 +66,36 @@ def test_claim_skips_locked_rows_where_supported(tmp_path):
 
 
 def test_claim_update_is_conditional(tmp_path):
+    """Without SKIP LOCKED, the UPDATE takes the row only if it still carries the lock it was read with."""
     mark(str(tmp_path / "marks.txt"), "due")
 
     with CaptureQueriesContext(connection) as queries:
         claim_next_task("test-worker")
 
-    updates = [query["sql"] for query in queries.captured_queries if query["sql"].startswith("UPDATE")]
+    updates = [query["sql"] for query in queries.captured_queries if "UPDATE" in query["sql"]]
     assert len(updates) == 1
-    assert '"locked_by" IS NULL' in updates[0]
-    assert '"locked_at" IS NULL' in updates[0]
+    if connection.vendor == "postgresql":
+        assert len(queries.captured_queries) == 1
+    else:
+        assert "locked_by IS" in updates[0]
+        assert "locked_at IS" in updates[0]
 
 
-def test_drain_costs_three_statements_per_task(tmp_path):
+def test_claim_locks_one_row_of_many(tmp_path):
+    """One claim locks exactly one row, even inside a transaction with many rows due."""
+    for number in range(20):
+        mark(str(tmp_path / "marks.txt"), f"task-{number}")
+
+    with transaction.atomic():
+        first = claim_next_task("test-worker")
+        second = claim_next_task("test-worker")
+
+    locked = list(Task.objects.filter(locked_by="test-worker").order_by("id").values_list("id", flat=True))
+    assert locked == sorted([first.task.pk, second.task.pk])
+    assert first.task.pk < second.task.pk
+
+
+def test_drain_statements_per_task(tmp_path):
     tasks = 5
     for number in range(tasks):
         mark(str(tmp_path / "marks.txt"), f"task-{number}")
@@ -79,9 +107,10 @@ def test_drain_costs_three_statements_per_task(tmp_path):
 
     statements = [
         query["sql"] for query in queries.captured_queries
-        if query["sql"].split()[0] in ("SELECT", "UPDATE", "DELETE", "INSERT")
+        if query["sql"].split()[0] in ("SELECT", "UPDATE", "DELETE", "INSERT", "WITH")
     ]
     assert claimed == tasks
-    # Per task: the claim's SELECT and UPDATE, and the DELETE; then one
-    # SELECT that finds nothing due.
-    assert len(statements) - task_queries == 3 * tasks + 1, statements
+    # Per task: the claim (one statement on PostgreSQL, a SELECT and an
+    # UPDATE elsewhere) and the DELETE; then one statement that finds nothing due.
+    claim = 1 if connection.vendor == "postgresql" else 2
+    assert len(statements) - task_queries == (claim + 1) * tasks + 1, statements
