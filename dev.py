@@ -50,6 +50,8 @@ PYTEST_NO_TESTS = 5
 
 #: The folder for the conformance report of each pytest run of spec/, which the documentation shows.
 CONFORMANCE_DIR = ROOT / "build" / "conformance"
+#: The folder for the figures that the reliability tests record, which the documentation shows.
+RELIABILITY_DIR = ROOT / "build" / "reliability"
 DOCS_DIR = ROOT / "docs"
 DOCS_BUILD_DIR = ROOT / "build" / "docs"
 #: Maximum seconds one documentation build may take.
@@ -316,7 +318,7 @@ def run_tests(pytest_args: list[str]) -> int:
             databases.append(("PostgreSQL", postgres_url))
 
         # The documentation shows the reports of this run only, never those of an earlier one.
-        for old_report in CONFORMANCE_DIR.glob("*.json"):
+        for old_report in [*CONFORMANCE_DIR.glob("*.json"), *RELIABILITY_DIR.glob("*.json")]:
             old_report.unlink()
 
         results = []
@@ -328,11 +330,17 @@ def run_tests(pytest_args: list[str]) -> int:
             # The documentation is built with the first combination, Python 3.11 where it is found.
             docs_python = docs_python or venv_py
             django_version = installed_django_version(venv_py)
+            # Long reliability and load tests run with the first combination
+            # only: they test the worker's processes, not the Python or Django version.
+            args = pytest_args if combination is combinations[0][0] else skip_long_tests(pytest_args)
             for database, url in databases:
                 name = f"Python {version[0]}.{version[1]}, Django {django_version}, {database}"
                 tag = f"py{version[0]}{version[1]}_{combination.django_tag}"
-                report = CONFORMANCE_DIR / f"{tag}-{database.lower()}.json"
-                results.append(run_pytest(venv_py, name, database_env(url, tag), pytest_args, report))
+                reports = Reports(
+                    CONFORMANCE_DIR / f"{tag}-{database.lower()}.json",
+                    RELIABILITY_DIR / f"{tag}-{database.lower()}.json",
+                )
+                results.append(run_pytest(venv_py, name, database_env(url, tag), args, reports))
     finally:
         if cluster is not None:
             cluster.stop()
@@ -432,21 +440,40 @@ def redact_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+@dataclass(frozen=True)
+class Reports:
+    """Where one pytest run writes the reports that the documentation shows."""
+
+    conformance: Path
+    reliability: Path
+
+
+def skip_long_tests(pytest_args: list[str]) -> list[str]:
+    """Return ``pytest_args`` deselecting tests marked ``long``, unless the caller chose markers."""
+    if any(arg == "-m" or arg.startswith("-m") for arg in pytest_args):
+        return pytest_args
+    return [*pytest_args, "-m", "not long"]
+
+
 def run_pytest(
-    python: Path, name: str, env: dict[str, str], extra_args: list[str], report: Path | None = None,
+    python: Path, name: str, env: dict[str, str], extra_args: list[str], reports: Reports | None = None,
 ) -> RunResult:
     """Run pytest with ``python`` in the repository root, echoing its output; return the result.
 
-    When the run includes spec/, it writes its conformance report to ``report``.
+    When the run includes spec/, it writes its conformance report to
+    ``reports.conformance``, and when it includes tests/, the reliability
+    figures to ``reports.reliability``.
     """
     # spec and tests are named unless the caller picked test files or folders.
     paths = [arg.split("::")[0] for arg in extra_args if not arg.startswith("-")]
     picks_paths = any(os.path.exists(ROOT / path) for path in paths)
     args = list(extra_args) if picks_paths else ["spec", "tests", *extra_args]
-    # The option comes from spec/conftest.py, which pytest loads only when spec/ is among the paths.
-    runs_spec = not picks_paths or any(Path(os.path.abspath(ROOT / path)).is_relative_to(ROOT / "spec") for path in paths)
-    if report is not None and runs_spec:
-        args.append(f"--conformance-report={report.relative_to(ROOT)}")
+    # Each option comes from the conftest.py of its folder, which pytest loads
+    # only when that folder is among the paths.
+    if reports is not None and runs_folder("spec", picks_paths, paths):
+        args.append(f"--conformance-report={reports.conformance.relative_to(ROOT)}")
+    if reports is not None and runs_folder("tests", picks_paths, paths):
+        args.append(f"--reliability-report={reports.reliability.relative_to(ROOT)}")
     if sys.stdout.isatty():
         args.insert(0, "--color=yes")
 
@@ -461,6 +488,13 @@ def run_pytest(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return RunResult(name, exit_code, time.monotonic() - started, pytest_summary(last_line))
+
+
+def runs_folder(folder: str, picks_paths: bool, paths: list[str]) -> bool:
+    """Return whether a pytest run of ``paths`` collects tests from ``folder`` of the repository."""
+    if not picks_paths:
+        return True
+    return any(Path(os.path.abspath(ROOT / path)).is_relative_to(ROOT / folder) for path in paths)
 
 
 def build_docs(python: Path) -> list[RunResult]:
