@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
-from background_task.exceptions import WorkerInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -19,15 +18,19 @@ class Stoppable(Protocol):
 
     def stop(self) -> None: ...
 
+    def interrupt(self, reason: str) -> None: ...
+
 
 @contextmanager
 def stop_on_signals(worker: Stoppable) -> Iterator[None]:
     """Make the first SIGTERM or SIGINT stop ``worker`` once its current task ends.
 
-    A second signal raises WorkerInterrupted wherever the worker is. If a task
-    is running, the worker records that run as a failed attempt and unlocks
-    the task before the exception leaves it. The previous handlers are back
-    once the block ends.
+    A second signal calls ``worker.interrupt()``, which raises
+    WorkerInterrupted while a task runs or the worker waits, and otherwise
+    once the database write in progress has committed. If a task is running,
+    the worker records that run as a failed attempt and unlocks the task
+    before the exception leaves it. The previous handlers are back once the
+    block ends.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -36,7 +39,7 @@ def stop_on_signals(worker: Stoppable) -> Iterator[None]:
     previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
 
     def interrupt(number: int, frame) -> None:
-        raise WorkerInterrupted(f"worker {worker.id} received a second {signal.Signals(number).name}")
+        worker.interrupt(f"worker {worker.id} received a second {signal.Signals(number).name}")
 
     def request_stop(number: int, frame) -> None:
         logger.info(

@@ -5,11 +5,11 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
 from django.conf import settings
-from django.db import connections, reset_queries, router, transaction
+from django.db import DatabaseError, connections, reset_queries, router, transaction
 from django.utils import timezone
 
 from background_task import conf
@@ -20,6 +20,7 @@ from background_task.locking import Claim, claim_next_task, new_worker_id
 from background_task.models import Task
 from background_task.outcomes import Outcome, record_failure, record_success, release
 from background_task.output import captured_output
+from background_task.reconnect import DatabaseBackoff
 from background_task.registry import tasks
 from background_task.timeouts import time_limit
 from background_task.wakeup import Wakeup
@@ -45,12 +46,29 @@ class Worker:
         self._next_claim: Claim | None = None
         # Whether that claim found nothing due, which spares a second look.
         self._found_none = False
+        # Set while run() is on: database errors are then waited out, not raised.
+        self._backoff: DatabaseBackoff | None = None
+        # A second stop signal raises WorkerInterrupted only while a task runs
+        # or the worker waits. During a claim or an outcome write it is held
+        # here and raised once the write has committed, so a write is never
+        # cut in half and a task that ran to the end is never run again.
+        self._may_interrupt = False
+        self._pending_interrupt: str | None = None
 
     def stop(self) -> None:
         """Ask :meth:`run` to return once the task in progress, if any, ends."""
         self._stopping.set()
         if self._wakeup is not None:
             self._wakeup.wake()
+
+    def interrupt(self, reason: str) -> None:
+        """Stop at once: raise WorkerInterrupted now, or after the database write in progress.
+
+        Called from the handler of a second stop signal.
+        """
+        if self._may_interrupt:
+            raise WorkerInterrupted(reason)
+        self._pending_interrupt = reason
 
     def run(self, duration: float = 0, sleep: float = 5) -> None:
         """Run tasks until ``duration`` seconds have passed, or forever if it is 0 or less.
@@ -60,7 +78,9 @@ class Worker:
         signal does.
         """
         self._deadline = time.monotonic() + duration if duration > 0 else None
-        self._wakeup = Wakeup(router.db_for_write(Task))
+        alias = router.db_for_write(Task)
+        self._wakeup = Wakeup(alias)
+        self._backoff = DatabaseBackoff(self.id, alias)
         # Listen before the first look at the queue, so no task stored after
         # that look goes unnoticed.
         self._wakeup.listen()
@@ -68,14 +88,20 @@ class Worker:
 
         try:
             while self._may_continue():
-                if self.run_next() is not None:
+                try:
+                    if self.run_next() is None:
+                        self._wait_for_work(sleep)
+                except DatabaseError as error:
+                    self._pause(self._backoff.failed(error, "looking for a due task"))
                     continue
-                self._wait_for_work(sleep)
+                self._backoff.succeeded()
         finally:
             self._release_next_claim()
             self._wakeup.close()
             self._wakeup = None
+            self._backoff = None
 
+        self._raise_pending_interrupt()
         reason = "on request" if self._stopping.is_set() else f"after its --duration of {duration:g} s"
         logger.info("Worker %s stopped %s", self.id, reason)
 
@@ -89,7 +115,15 @@ class Worker:
         # none listened waits for the next poll.
         self._wakeup.listen()
         logger.debug("Worker %s found no due task and waits up to %.3g s", self.id, wait)
-        self._wakeup.wait(wait)
+        self._pause(wait)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait up to ``seconds``; a stop request or, on PostgreSQL, a new task ends the wait early."""
+        with self._interruptible():
+            if self._wakeup is not None:
+                self._wakeup.wait(seconds)
+            else:
+                time.sleep(seconds)
 
     def run_until_idle(self) -> int:
         """Run tasks until none is due, and return how many were claimed."""
@@ -142,8 +176,9 @@ class Worker:
         started = time.monotonic()
 
         try:
-            args, kwargs = load_arguments(task.task_params)
             with ExitStack() as stack:
+                stack.enter_context(self._interruptible())
+                args, kwargs = load_arguments(task.task_params)
                 stack.enter_context(time_limit(self._time_left(claim), _run_time_exceeded()))
                 if self.capture_output:
                     stack.enter_context(captured_output(task.pk, task.task_name))
@@ -165,8 +200,7 @@ class Worker:
             # SystemExit and other BaseExceptions end this run, not the worker.
             return self._fail(claim, traceback.format_exc(), error)
 
-        with self._outcome_transaction():
-            outcome = record_success(claim)
+        outcome = self._settle(claim, lambda: record_success(claim))
         if outcome is Outcome.SUCCEEDED:
             logger.info(
                 "Task id=%s name=%s succeeded in %.3f s",
@@ -177,22 +211,64 @@ class Worker:
     def _may_continue(self) -> bool:
         return not self._stopping.is_set() and (self._deadline is None or time.monotonic() < self._deadline)
 
-    @contextmanager
-    def _outcome_transaction(self) -> Iterator[None]:
-        """Record an outcome and claim the next due task in one transaction.
+    def _settle(self, claim: Claim, write: Callable[[], Outcome]) -> Outcome:
+        """Record an outcome with ``write`` and claim the next due task, in one transaction.
 
         The outcome's UPDATE or DELETE comes first, so on SQLite the
         transaction holds the write lock before it reads the next candidate.
+        Under :meth:`run`, a database error is waited out and the write made
+        again: it names this worker's lock, so a late write cannot undo a
+        claim that another worker made after the lock expired.
         """
-        with transaction.atomic(using=router.db_for_write(Task)):
+        while True:
+            try:
+                with transaction.atomic(using=router.db_for_write(Task)):
+                    outcome = write()
+                    if self._may_continue():
+                        self._next_claim = claim_next_task(self.id)
+                        self._found_none = self._next_claim is None
+            except DatabaseError as error:
+                # The transaction rolled back, and the next claim with it.
+                self._next_claim, self._found_none = None, False
+                if self._backoff is None:
+                    raise
+                delay = self._backoff.failed(error, f"recording the outcome of task id={claim.task.pk}")
+                with self._interruptible():
+                    time.sleep(delay)
+                continue
+
+            if self._backoff is not None:
+                self._backoff.succeeded()
+            return outcome
+
+    @contextmanager
+    def _interruptible(self) -> Iterator[None]:
+        """Let a second stop signal raise inside the block; one held since the last write raises on entry."""
+        self._raise_pending_interrupt()
+        self._may_interrupt = True
+        try:
             yield
-            if self._may_continue():
-                self._next_claim = claim_next_task(self.id)
-                self._found_none = self._next_claim is None
+        finally:
+            self._may_interrupt = False
+
+    def _raise_pending_interrupt(self) -> None:
+        reason, self._pending_interrupt = self._pending_interrupt, None
+        if reason is not None:
+            raise WorkerInterrupted(reason)
 
     def _release_next_claim(self) -> None:
         claim, self._next_claim = self._next_claim, None
-        if claim is not None and release(claim):
+        if claim is None:
+            return
+        try:
+            released = release(claim)
+        except DatabaseError as error:
+            logger.warning(
+                "Task id=%s name=%s could not be released as worker %s stops, so it stays locked "
+                "until MAX_RUN_TIME has passed: %s", claim.task.pk, claim.task.task_name, self.id, error,
+            )
+            return
+        if released:
             logger.info("Task id=%s name=%s released unrun as worker %s stops", claim.task.pk, claim.task.task_name, self.id)
 
     def _time_left(self, claim: Claim) -> float:
@@ -210,8 +286,7 @@ class Worker:
 
     def _fail(self, claim: Claim, error: str, exception: BaseException | None = None) -> Outcome:
         task = claim.task
-        with self._outcome_transaction():
-            outcome = record_failure(claim, error)
+        outcome = self._settle(claim, lambda: record_failure(claim, error))
         reason = error.strip().splitlines()[-1] if exception is not None else error
 
         if outcome is Outcome.RETRY:

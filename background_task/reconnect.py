@@ -1,0 +1,55 @@
+"""Waiting out a database that cannot be reached, with a bounded backoff.
+
+When a query of the worker's own fails, for example while PostgreSQL
+restarts, the worker closes its connection, waits and tries again: 0.5 s
+after the first failure, then twice as long after each failure in a row,
+up to :data:`MAX_DELAY`. The next query opens a new connection. Such
+errors are the worker's, never a task's, so no attempt is counted for them.
+"""
+
+import logging
+
+from django.db import DatabaseError, connections
+
+logger = logging.getLogger(__name__)
+
+FIRST_DELAY = 0.5
+MAX_DELAY = 30.0
+
+
+class DatabaseBackoff:
+    """Counts a worker's database failures in a row and says how long to wait after each."""
+
+    def __init__(self, worker_id: str, alias: str) -> None:
+        self.worker_id = worker_id
+        self.alias = alias
+        self.failures = 0
+
+    def failed(self, error: DatabaseError, doing: str) -> float:
+        """Log ``error``, met while ``doing``, close the connection, and return the seconds to wait."""
+        self.failures += 1
+        delay = min(MAX_DELAY, FIRST_DELAY * 2 ** (self.failures - 1))
+        logger.warning(
+            "Worker %s got a database error while %s (failure %d in a row), retrying in %.1f s: %s: %s",
+            self.worker_id, doing, self.failures, delay, type(error).__name__, str(error).strip(),
+        )
+        self._close_connection()
+        return delay
+
+    def succeeded(self) -> None:
+        """Note that the database answered again."""
+        if self.failures:
+            logger.info("Worker %s reached the database again after %d failures", self.worker_id, self.failures)
+        self.failures = 0
+
+    def _close_connection(self) -> None:
+        connection = connections[self.alias]
+        if connection.in_atomic_block:
+            # The caller's transaction owns the connection; it will see the error itself.
+            return
+        try:
+            connection.close()
+        except DatabaseError:
+            # A connection the server already dropped may fail to close; the
+            # next query opens a new one all the same.
+            pass
