@@ -1,9 +1,9 @@
 """Waiting out a database that cannot be reached, with a bounded backoff.
 
-When a query of the worker's own fails, for example while PostgreSQL
-restarts, the worker closes its connection, waits and tries again: 0.5 s
-after the first failure, then twice as long after each failure in a row,
-up to :data:`MAX_DELAY`. The next query opens a new connection. Such
+When one of the worker's own queries fails, for example while PostgreSQL
+restarts, the worker closes its connection, waits and tries again. The
+first wait is 0.5 s, and each further failure in a row doubles it, up to
+:data:`MAX_DELAY`. The next query opens a new connection. Such
 errors are the worker's, never a task's, so no attempt is counted for them.
 """
 
@@ -18,7 +18,7 @@ MAX_DELAY = 30.0
 
 
 class DatabaseBackoff:
-    """Counts a worker's database failures in a row and says how long to wait after each."""
+    """A count of a worker's database failures in a row, and the wait that follows each."""
 
     def __init__(self, worker_id: str, alias: str) -> None:
         self.worker_id = worker_id
@@ -26,7 +26,7 @@ class DatabaseBackoff:
         self.failures = 0
 
     def failed(self, error: DatabaseError, doing: str) -> float:
-        """Log ``error``, met while ``doing``, close the connection, and return the seconds to wait."""
+        """Log ``error``, raised while ``doing``, close the connection, and return the seconds to wait."""
         self.failures += 1
         delay = min(MAX_DELAY, FIRST_DELAY * 2 ** (self.failures - 1))
         logger.warning(
@@ -37,7 +37,7 @@ class DatabaseBackoff:
         return delay
 
     def succeeded(self) -> None:
-        """Note that the database answered again."""
+        """Reset the count after a query that succeeded, and log the recovery."""
         if self.failures:
             logger.info("Worker %s reached the database again after %d failures", self.worker_id, self.failures)
         self.failures = 0
@@ -45,11 +45,11 @@ class DatabaseBackoff:
     def _close_connection(self) -> None:
         connection = connections[self.alias]
         if connection.in_atomic_block:
-            # The caller's transaction owns the connection; it will see the error itself.
+            # The caller's transaction owns the connection, so the caller handles the error.
             return
         try:
             connection.close()
         except DatabaseError:
-            # A connection the server already dropped may fail to close; the
-            # next query opens a new one all the same.
+            # A connection that the server already dropped may fail to close.
+            # The next query opens a new one all the same.
             pass
