@@ -46,6 +46,7 @@ extensions = [
     "spec_docs",
     "state_diagram",
     "command_options",
+    "reliability_table",
 ]
 
 exclude_patterns = ["_build"]

@@ -2,17 +2,17 @@ import os
 from pathlib import Path
 
 import pytest
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from tests.reliability_report import OUTCOME_KEY, Recorder, ReliabilityReport, worst_phase_outcome
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def database_url() -> str:
-    """Return a URL for the test database that a worker process can open."""
-    settings_dict = connection.settings_dict
-    if connection.vendor == "sqlite":
+def database_url(alias: str = DEFAULT_DB_ALIAS) -> str:
+    """Return a URL for the test database behind ``alias`` that a worker process can open."""
+    settings_dict = connections[alias].settings_dict
+    if connections[alias].vendor == "sqlite":
         return f"sqlite://{settings_dict['NAME']}"
     user = settings_dict["USER"] or ""
     host = settings_dict["HOST"] or ""

@@ -47,3 +47,8 @@ def print_and_mark(path: str, token: str) -> None:
 def raise_system_exit(code: int) -> None:
     """Raise SystemExit(code), as a task calling sys.exit() would."""
     raise SystemExit(code)
+
+
+# Each reliability test file keeps its tasks in a module of its own; importing
+# them here registers them in every worker, which imports this module.
+from tests.taskapp import transaction_tasks  # noqa: E402, F401

@@ -4,7 +4,7 @@ from contextlib import ExitStack
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, router
 
 from background_task import conf
 from background_task.discovery import autodiscover_tasks
@@ -73,12 +73,14 @@ class Command(BaseCommand):
         except ImproperlyConfigured as error:
             raise CommandError(str(error)) from error
 
+        alias = router.db_for_write(Task)
         try:
-            Task.objects.exists()
+            Task.objects.using(alias).exists()
         except DatabaseError as error:
+            database_option = "" if alias == DEFAULT_DB_ALIAS else f" --database={alias}"
             raise CommandError(
-                f"Cannot read the background_task table: {error}. If it does not exist "
-                "yet, run: python manage.py migrate background_task"
+                f"Cannot read the background_task table of database {alias!r}: {error}. If it "
+                f"does not exist yet, run: python manage.py migrate background_task{database_option}"
             ) from error
 
         with ExitStack() as stack:
