@@ -28,13 +28,16 @@ class Context:
         return self.folder / f"marks-{measurement}-{uuid.uuid4().hex[:8]}.txt"
 
 
-def limit(ctx: Context, tasks: int) -> float:
-    """Tasks per second of the raw-driver loop on ``tasks`` due rows, added to the rows the table already contains."""
-    marks = ctx.marks_file("limit")
+def limit(ctx: Context, tasks: int, loop: str = "limit") -> float:
+    """Tasks per second of a raw-driver loop on ``tasks`` due rows, added to the rows the table already contains.
+
+    ``loop`` is the probe's "limit" (claim, delete, commit) or "floor" (claim-and-delete, commit).
+    """
+    marks = ctx.marks_file(loop)
     ctx.target.fill(tasks)
-    result = run_probe(ctx.target, "limit", tasks, BENCH_MARKS=str(marks))
+    result = run_probe(ctx.target, loop, tasks, BENCH_MARKS=str(marks))
     if result["done"] != tasks:
-        raise RuntimeError(f"the limit loop ran {result['done']} of {tasks} tasks")
+        raise RuntimeError(f"the {loop} loop ran {result['done']} of {tasks} tasks")
     return rate(read_marks(str(marks)))
 
 

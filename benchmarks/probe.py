@@ -1,7 +1,8 @@
 """Timed loops run in a process of their own: ``python -m benchmarks.probe WHAT --url URL --count N``.
 
-limit      the raw-driver worker: claim-and-delete the earliest due row with
-           one statement, run the task, commit; until the queue is empty
+limit      the raw-driver worker: claim the earliest due row with one statement,
+           run the task, delete the row, commit; until the queue is empty
+floor      the same, but claiming and deleting the row in one statement
 insert     the raw-driver enqueue: one INSERT ... RETURNING id and one commit per task
 enqueue    N calls of the decorated no-op task through Django, each committed
            on its own (``--atomic``: all in one transaction)
@@ -31,32 +32,77 @@ def raw_connection(vendor: str, url: str):
 
 
 def limit(vendor: str, url: str, count: int) -> dict:
-    """Drain up to ``count`` tasks with the least work per task; return how many ran."""
+    """Drain up to ``count`` tasks with the least work a worker must do; return how many ran.
+
+    Per task: one statement claims the earliest due row, the task runs, one
+    statement deletes the row, and one commit ends the transaction.
+    """
     connection = raw_connection(vendor, url)
-    functions = {"bench.noop": write_mark}
-    claim = sql.CLAIM[vendor]
-    done = 0
     cursor = connection.cursor()
+    done = 0
     while done < count:
-        if vendor == "sqlite":
-            cursor.execute("BEGIN")
-        cursor.execute(claim, sql.claim_params(vendor, sql.now()))
+        begin(vendor, cursor)
+        cursor.execute(sql.CLAIM[vendor], sql.lock_params(vendor, "limit-loop", sql.now()))
         row = cursor.fetchone()
         if row is None:
-            connection.rollback() if vendor == "postgresql" else cursor.execute("ROLLBACK")
+            end(vendor, connection, cursor, commit=False)
             break
         if vendor == "sqlite":
             cursor.fetchall()
-        _, name, params = row
-        args, kwargs = json.loads(params)
-        functions[name](*args, **kwargs)
-        if vendor == "sqlite":
-            cursor.execute("COMMIT")
-        else:
-            connection.commit()
+
+        task_id, name, params = row
+        run_task(name, params)
+        cursor.execute(sql.DELETE[vendor], (task_id,))
+        end(vendor, connection, cursor, commit=True)
         done += 1
     connection.close()
     return {"done": done}
+
+
+def floor(vendor: str, url: str, count: int) -> dict:
+    """Drain up to ``count`` tasks claiming and deleting each row in one statement; return how many ran."""
+    connection = raw_connection(vendor, url)
+    cursor = connection.cursor()
+    done = 0
+    while done < count:
+        begin(vendor, cursor)
+        cursor.execute(sql.CLAIM_AND_DELETE[vendor], sql.claim_params(vendor, sql.now()))
+        row = cursor.fetchone()
+        if row is None:
+            end(vendor, connection, cursor, commit=False)
+            break
+        if vendor == "sqlite":
+            cursor.fetchall()
+
+        _, name, params = row
+        run_task(name, params)
+        end(vendor, connection, cursor, commit=True)
+        done += 1
+    connection.close()
+    return {"done": done}
+
+
+def run_task(name: str, params: str) -> None:
+    args, kwargs = json.loads(params)
+    TASKS[name](*args, **kwargs)
+
+
+TASKS = {"bench.noop": write_mark}
+
+
+def begin(vendor: str, cursor) -> None:
+    # psycopg opens a transaction by itself; sqlite3 in autocommit needs BEGIN.
+    if vendor == "sqlite":
+        cursor.execute("BEGIN")
+
+
+def end(vendor: str, connection, cursor, commit: bool) -> None:
+    if vendor == "sqlite":
+        cursor.execute("COMMIT" if commit else "ROLLBACK")
+    elif commit:
+        connection.commit()
+    else:
+        connection.rollback()
 
 
 def insert(vendor: str, url: str, count: int) -> dict:
@@ -105,26 +151,34 @@ def explain() -> dict:
     import django
 
     django.setup()
+    from datetime import timedelta
+
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from background_task.models import Task
+    from background_task import locking
 
+    now = timezone.now()
+    due = [connection.ops.adapt_datetimefield_value(value) for value in (now, now - timedelta(hours=1))]
+    if connection.vendor == "postgresql":
+        statement = locking.CLAIM_SKIP_LOCKED
+        explain_sql, params = f"EXPLAIN (ANALYZE, BUFFERS) {statement}", [*due, "explain", due[0]]
+    else:
+        statement = locking.EARLIEST_DUE
+        explain_sql, params = f"EXPLAIN QUERY PLAN {statement}", due
+
+    # ANALYZE runs the claim, so the transaction is rolled back.
     with transaction.atomic():
-        due = Task.objects.due(timezone.now())
-        if connection.features.has_select_for_update_skip_locked:
-            due = due.select_for_update(skip_locked=True)
-        query = due[:1]
-        options = {"analyze": True, "buffers": True} if connection.vendor == "postgresql" else {}
-        plan = query.explain(**options)
-        statement = str(query.query)
+        with connection.cursor() as cursor:
+            cursor.execute(explain_sql, params)
+            plan = "\n".join(" ".join(str(part) for part in row) for row in cursor.fetchall())
         transaction.set_rollback(True)
-    return {"sql": statement, "plan": plan}
+    return {"sql": " ".join(statement.split()), "plan": plan}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.probe")
-    parser.add_argument("mode", choices=["limit", "insert", "enqueue", "explain"])
+    parser.add_argument("mode", choices=["limit", "floor", "insert", "enqueue", "explain"])
     parser.add_argument("--url")
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--atomic", action="store_true")
@@ -133,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if options.mode == "limit":
         result = limit(vendor, options.url, options.count)
+    elif options.mode == "floor":
+        result = floor(vendor, options.url, options.count)
     elif options.mode == "insert":
         result = insert(vendor, options.url, options.count)
     elif options.mode == "enqueue":

@@ -87,7 +87,7 @@ def evaluate(results: dict) -> list[dict]:
 #: The measurement each one is divided by in the table's ratio column.
 RATIO_BASE = {
     "drain_1_worker": "limit", "drain_2_workers": "limit", "drain_4_workers": "limit",
-    "drain_1_worker_deep": "limit_deep", "limit_deep": "limit",
+    "drain_1_worker_deep": "limit_deep", "limit_deep": "limit", "floor": "limit",
     "enqueue_autocommit": "insert_limit", "enqueue_atomic": "insert_limit",
 }
 

@@ -58,6 +58,10 @@ def measure_database(ctx: measures.Context, sizes: Sizes) -> dict:
         value = measures.limit(ctx, sizes.tasks)
         record("limit", value, "tasks/s")
         progress(label, f"{step} limit loop on {sizes.tasks} tasks: {value:.0f}/s")
+        ctx.target.empty()
+        value = measures.limit(ctx, sizes.tasks, loop="floor")
+        record("floor", value, "tasks/s")
+        progress(label, f"{step} floor loop (claim-and-delete) on {sizes.tasks} tasks: {value:.0f}/s")
         for count in (1, 2, 4):
             ctx.target.empty()
             result = measures.drain(ctx, sizes.tasks, count)
