@@ -22,9 +22,36 @@ def dump_arguments(task_name: str, args: tuple, kwargs: dict[str, Any]) -> str:
 
 
 def load_arguments(task_params: str) -> tuple[list, dict[str, Any]]:
-    """Decode the ``[args, kwargs]`` JSON text stored by :func:`dump_arguments`."""
-    args, kwargs = json.loads(task_params)
+    """Decode the ``[args, kwargs]`` JSON text stored by :func:`dump_arguments`.
+
+    Raises ValueError naming task_params when the text is not JSON, or not a
+    list containing a list and an object, as in a row edited by hand.
+    """
+    try:
+        decoded = json.loads(task_params)
+    except ValueError as error:
+        raise ValueError(f"task_params is not valid JSON ({error}): {_excerpt(task_params)}") from error
+
+    if not _is_args_and_kwargs(decoded):
+        raise ValueError(
+            "task_params must be the JSON text [args, kwargs], a list containing a list "
+            f"and an object; got {_excerpt(task_params)}"
+        )
+    args, kwargs = decoded
     return args, kwargs
+
+
+def _is_args_and_kwargs(decoded: Any) -> bool:
+    return (
+        isinstance(decoded, list)
+        and len(decoded) == 2
+        and isinstance(decoded[0], list)
+        and isinstance(decoded[1], dict)
+    )
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def _describe_bad_argument(task_name: str, args: tuple, kwargs: dict[str, Any]) -> TypeError:

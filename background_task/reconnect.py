@@ -9,9 +9,13 @@ errors are the worker's, never a task's, so no attempt is counted for them.
 
 import logging
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, InterfaceError, connections
 
 logger = logging.getLogger(__name__)
+
+#: What a query can raise when the database cannot be reached. InterfaceError,
+#: which a closed connection can raise, is not a subclass of DatabaseError.
+DATABASE_ERRORS = (DatabaseError, InterfaceError)
 
 FIRST_DELAY = 0.5
 MAX_DELAY = 30.0
@@ -25,7 +29,7 @@ class DatabaseBackoff:
         self.alias = alias
         self.failures = 0
 
-    def failed(self, error: DatabaseError, doing: str) -> float:
+    def failed(self, error: Exception, doing: str) -> float:
         """Log ``error``, raised while ``doing``, close the connection, and return the seconds to wait."""
         self.failures += 1
         delay = min(MAX_DELAY, FIRST_DELAY * 2 ** (self.failures - 1))
@@ -49,7 +53,7 @@ class DatabaseBackoff:
             return
         try:
             connection.close()
-        except DatabaseError:
+        except DATABASE_ERRORS:
             # A connection that the server already dropped may fail to close.
             # The next query opens a new one all the same.
             pass

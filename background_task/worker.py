@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
 from django.conf import settings
-from django.db import DatabaseError, connections, reset_queries, router, transaction
+from django.db import connections, reset_queries, router, transaction
 from django.utils import timezone
 
 from background_task import conf
@@ -20,7 +20,7 @@ from background_task.locking import Claim, claim_next_task, new_worker_id
 from background_task.models import Task
 from background_task.outcomes import Outcome, record_failure, record_success, release
 from background_task.output import captured_output
-from background_task.reconnect import DatabaseBackoff
+from background_task.reconnect import DATABASE_ERRORS, DatabaseBackoff
 from background_task.registry import tasks
 from background_task.timeouts import time_limit
 from background_task.wakeup import Wakeup
@@ -91,7 +91,7 @@ class Worker:
                 try:
                     if self.run_next() is None:
                         self._wait_for_work(sleep)
-                except DatabaseError as error:
+                except DATABASE_ERRORS as error:
                     self._pause(self._backoff.failed(error, "looking for a due task"))
                     continue
                 self._backoff.succeeded()
@@ -159,6 +159,12 @@ class Worker:
 
     def _run(self, claim: Claim) -> Outcome:
         task = claim.task
+        if self._pending_interrupt is not None:
+            # A second stop signal came while the claim was written: give
+            # the task back unrun, so it costs no attempt.
+            self._release(claim)
+            self._raise_pending_interrupt()
+
         func = tasks.get(task.task_name)
         if func is None:
             error = (
@@ -182,6 +188,8 @@ class Worker:
                 stack.enter_context(time_limit(self._time_left(claim), _run_time_exceeded()))
                 if self.capture_output:
                     stack.enter_context(captured_output(task.pk, task.task_name))
+                # NOTE: a second signal that lands after the task returns but
+                # before this block ends still counts as an interruption.
                 func(*args, **kwargs)
         except TaskTimeout as error:
             return self._fail(claim, f"Task {error}.\n{traceback.format_exc()}", error)
@@ -227,7 +235,7 @@ class Worker:
                     if self._may_continue():
                         self._next_claim = claim_next_task(self.id)
                         self._found_none = self._next_claim is None
-            except DatabaseError as error:
+            except DATABASE_ERRORS as error:
                 # The transaction rolled back, and the next claim with it.
                 self._next_claim, self._found_none = None, False
                 if self._backoff is None:
@@ -258,11 +266,13 @@ class Worker:
 
     def _release_next_claim(self) -> None:
         claim, self._next_claim = self._next_claim, None
-        if claim is None:
-            return
+        if claim is not None:
+            self._release(claim)
+
+    def _release(self, claim: Claim) -> None:
         try:
             released = release(claim)
-        except DatabaseError as error:
+        except DATABASE_ERRORS as error:
             logger.warning(
                 "Task id=%s name=%s could not be released as worker %s stops, so it stays locked "
                 "until MAX_RUN_TIME has passed: %s", claim.task.pk, claim.task.task_name, self.id, error,

@@ -1,0 +1,24 @@
+"""Tasks for tests/test_reliability_restart*.py.
+
+They count each run in a file outside the database, so a run is counted
+even when the database is down while the task ends.
+"""
+
+import os
+import time
+
+from background_task import background
+from tests.taskapp.tasks import _append
+
+
+@background(name="tests.restart.record_run")
+def record_run(path: str, token: str) -> None:
+    """Append ``<token> <pid>`` to the file at ``path``."""
+    _append(path, f"{token} {os.getpid()}")
+
+
+@background(name="tests.restart.sleep_then_record")
+def sleep_then_record(path: str, token: str, seconds: float) -> None:
+    """Sleep ``seconds``, then append ``<token> <pid>`` to the file at ``path``."""
+    time.sleep(seconds)
+    _append(path, f"{token} {os.getpid()}")
