@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from spec.database_url import SQLITE_TIMEOUT, database_from_url
+from spec.database_url import SQLITE_OPTIONS, database_from_url
 
 SCRATCH = Path(os.environ.get("BACKGROUND_TASK_SCRATCH", tempfile.gettempdir()))
 DATABASE_URL = os.environ.get("BACKGROUND_TASK_DATABASE_URL")
@@ -21,7 +21,7 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(SCRATCH / f"background_task_spec_{os.getpid()}.sqlite3"),
-            "OPTIONS": {"timeout": SQLITE_TIMEOUT},
+            "OPTIONS": dict(SQLITE_OPTIONS),
             "TEST": {"NAME": str(SCRATCH / f"background_task_spec_test_{os.getpid()}.sqlite3")},
         }
     }

@@ -28,13 +28,21 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(VAR_DIR / "demo.sqlite3"),
-        # The worker and a command that enqueues tasks write to the same file
-        # from two processes. SQLite lets one writer in at a time, and a writer
-        # that finds the file locked waits up to this many seconds before it
-        # raises "database is locked" (Python's default is 5). Adding
-        # "init_command": "PRAGMA journal_mode=WAL;" also lets readers run
-        # while a write is in progress; the demo does not need it.
-        "OPTIONS": {"timeout": 20},
+        # The worker and the commands that store tasks write to this file from
+        # several processes, and SQLite lets one writer in at a time.
+        "OPTIONS": {
+            # Seconds a connection waits for another's write lock before it
+            # raises "database is locked" (Python's default is 5).
+            "timeout": 20,
+            # Every transaction.atomic() block takes the write lock at BEGIN,
+            # where the timeout applies. A default (deferred) transaction that
+            # reads and then writes fails at once if another connection holds
+            # the lock at its first write.
+            "transaction_mode": "IMMEDIATE",
+            # Readers go on while a write is in progress. The mode is stored in
+            # the file, so only the first connection changes anything.
+            "init_command": "PRAGMA journal_mode=WAL;",
+        },
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
