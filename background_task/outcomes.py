@@ -87,9 +87,11 @@ def record_failure(claim: Claim, error: str) -> Outcome:
 def release(claim: Claim) -> bool:
     """Unlock a claimed task that will not run, leaving it as it was before the claim.
 
-    Returns whether the worker still held the lock.
+    A claim that took an expired lock puts that lock back, so the next
+    worker still records the lost run of the worker that died. Returns
+    whether the worker still held the lock.
     """
-    return bool(_held(claim).update(locked_by=None, locked_at=None))
+    return bool(_held(claim).update(locked_by=claim.expired_lock_by, locked_at=claim.expired_lock_at))
 
 
 def retry_at(now: datetime, attempts: int) -> datetime:

@@ -51,4 +51,4 @@ def raise_system_exit(code: int) -> None:
 
 # Each reliability test file keeps its tasks in a module of its own; importing
 # them here registers them in every worker, which imports this module.
-from tests.taskapp import crash_tasks, load_tasks, restart_tasks, transaction_tasks  # noqa: E402, F401
+from tests.taskapp import crash_tasks, load_tasks, machine_tasks, restart_tasks, transaction_tasks  # noqa: E402, F401
