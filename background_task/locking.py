@@ -20,6 +20,10 @@ from background_task import conf
 from background_task.models import Task
 
 TABLE = Task._meta.db_table
+FIELDS = Task._meta.concrete_fields
+#: The columns the claims return, in the order of FIELDS, so a row needs no
+#: lookup by column name.
+RETURNED = ", ".join(f"task.{field.column}" for field in FIELDS)
 
 DUE = "failed_at IS NULL AND run_at <= %s AND (locked_at IS NULL OR locked_at < %s)"
 
@@ -40,7 +44,34 @@ CLAIM_SKIP_LOCKED = f"""
     SET locked_by = %s, locked_at = %s
     FROM previous
     WHERE task.id = previous.id
-    RETURNING task.*, previous.locked_by AS previous_locked_by, previous.locked_at AS previous_locked_at
+    RETURNING {RETURNED}, previous.locked_by, previous.locked_at
+"""
+
+#: PostgreSQL, for a busy worker: delete the row of the task that just
+#: succeeded and claim the next due task, in one statement and so in one
+#: round trip and one commit. The statement's snapshot still shows the row
+#: it deletes, so the pick leaves that row out. A row that stays because the
+#: lock was lost may be picked like any other. ``finished`` counts the
+#: deleted rows, and the claim's columns are NULL when nothing is due.
+FINISH_AND_CLAIM = f"""
+    WITH finished AS (
+        DELETE FROM {TABLE} WHERE id = %s AND locked_by = %s AND locked_at = %s
+        RETURNING id
+    ), previous AS MATERIALIZED (
+        SELECT id, locked_by, locked_at FROM {TABLE}
+        WHERE {DUE} AND id NOT IN (SELECT id FROM finished)
+        ORDER BY run_at, id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE {TABLE} AS task
+        SET locked_by = %s, locked_at = %s
+        FROM previous
+        WHERE task.id = previous.id
+        RETURNING {RETURNED}, previous.locked_by AS previous_locked_by, previous.locked_at AS previous_locked_at
+    )
+    SELECT (SELECT count(*) FROM finished), claimed.*
+    FROM (VALUES (1)) AS one LEFT JOIN claimed ON true
 """
 
 #: Elsewhere: read the earliest due row, then take it with a conditional UPDATE.
@@ -83,17 +114,15 @@ def claim_next_task(worker_id: str) -> Claim | None:
     alias = router.db_for_write(Task)
     connection = connections[alias]
     now = timezone.now()
-    due_params = [_adapt(connection, now), _adapt(connection, now - conf.max_run_time())]
 
-    if connection.features.has_select_for_update_skip_locked:
-        rows = Task.objects.db_manager(alias).raw(CLAIM_SKIP_LOCKED, [*due_params, worker_id, _adapt(connection, now)])
-        claimed = next(iter(rows), None)
-        if claimed is None:
-            return None
-        return _claim(claimed, worker_id, now, claimed.previous_locked_by, claimed.previous_locked_at)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(CLAIM_SKIP_LOCKED, [*_due_params(connection, now), worker_id, now])
+            return _claim_from_row(alias, cursor, worker_id, now)
 
     while True:
-        candidate = next(iter(Task.objects.db_manager(alias).raw(EARLIEST_DUE, due_params)), None)
+        rows = Task.objects.db_manager(alias).raw(EARLIEST_DUE, _due_params(connection, now))
+        candidate = next(iter(rows), None)
         if candidate is None:
             return None
 
@@ -108,6 +137,61 @@ def claim_next_task(worker_id: str) -> Claim | None:
             if cursor.rowcount == 1:
                 return _claim(candidate, worker_id, now, candidate.locked_by, candidate.locked_at)
         # Another worker changed the row between the read and the update: pick again.
+
+
+def finishes_and_claims_at_once(alias: str) -> bool:
+    """Return whether :func:`finish_and_claim_next` works on the database behind ``alias``."""
+    return connections[alias].vendor == "postgresql"
+
+
+def finish_and_claim_next(finished: Claim) -> tuple[bool, Claim | None]:
+    """Delete the row of the succeeded task ``finished`` and claim the next due task, on PostgreSQL.
+
+    Returns whether the row was deleted, which it is only while the worker
+    still holds its lock, and the new claim, or None if no task is due.
+    """
+    alias = router.db_for_write(Task)
+    connection = connections[alias]
+    now = timezone.now()
+    task = finished.task
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            FINISH_AND_CLAIM,
+            [
+                task.pk, finished.worker_id, finished.locked_at,
+                *_due_params(connection, now),
+                finished.worker_id, now,
+            ],
+        )
+        return _finished_and_claim_from_row(alias, cursor, finished.worker_id, now)
+
+
+def _due_params(connection, now: datetime) -> list:
+    return [_adapt(connection, now), _adapt(connection, now - conf.max_run_time())]
+
+
+def _claim_from_row(alias: str, cursor, worker_id: str, now: datetime) -> Claim | None:
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    return _claim_from_values(alias, row, worker_id, now)
+
+
+def _finished_and_claim_from_row(alias: str, cursor, worker_id: str, now: datetime) -> tuple[bool, Claim | None]:
+    finished, *claimed = cursor.fetchone()
+    if claimed[0] is None:
+        return finished == 1, None
+    return finished == 1, _claim_from_values(alias, claimed, worker_id, now)
+
+
+def _claim_from_values(alias: str, values: list, worker_id: str, now: datetime) -> Claim:
+    # The values come in the order of FIELDS, then the previous lock.
+    # PostgreSQL's driver returns each column as the field's Python type, so
+    # none needs conversion.
+    *task_values, previous_by, previous_at = values
+    task = Task.from_db(alias, [field.attname for field in FIELDS], task_values)
+    return _claim(task, worker_id, now, previous_by, previous_at)
 
 
 def _claim(task: Task, worker_id: str, now: datetime, previous_by: str | None, previous_at: datetime | None) -> Claim:

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from background_task import conf
 from background_task.backoff import backoff_delay
-from background_task.locking import Claim
+from background_task.locking import Claim, finish_and_claim_next
 from background_task.models import Task
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,17 @@ def record_success(claim: Claim) -> Outcome:
     if not deleted:
         return _lock_lost(claim)
     return Outcome.SUCCEEDED
+
+
+def record_success_and_claim_next(claim: Claim) -> tuple[Outcome, Claim | None]:
+    """Delete the task's row and claim the next due task in one statement; PostgreSQL only.
+
+    Returns the outcome and the new claim, or None if no task is due.
+    """
+    deleted, next_claim = finish_and_claim_next(claim)
+    if not deleted:
+        return _lock_lost(claim), next_claim
+    return Outcome.SUCCEEDED, next_claim
 
 
 def record_failure(claim: Claim, error: str) -> Outcome:

@@ -5,7 +5,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from django.conf import settings
@@ -16,9 +16,9 @@ from background_task import conf
 from background_task.arguments import load_arguments
 from background_task.discovery import autodiscover_tasks
 from background_task.exceptions import TaskTimeout, WorkerInterrupted
-from background_task.locking import Claim, claim_next_task, new_worker_id
+from background_task.locking import Claim, claim_next_task, finishes_and_claims_at_once, new_worker_id
 from background_task.models import Task
-from background_task.outcomes import Outcome, record_failure, record_success, release
+from background_task.outcomes import Outcome, record_failure, record_success, record_success_and_claim_next, release
 from background_task.output import captured_output
 from background_task.reconnect import DATABASE_ERRORS, DatabaseBackoff
 from background_task.registry import tasks
@@ -208,7 +208,7 @@ class Worker:
             # SystemExit and other BaseExceptions end this run, not the worker.
             return self._fail(claim, traceback.format_exc(), error)
 
-        outcome = self._settle(claim, lambda: record_success(claim))
+        outcome = self._settle(claim)
         if outcome is Outcome.SUCCEEDED:
             logger.info(
                 "Task id=%s name=%s succeeded in %.3f s",
@@ -219,28 +219,22 @@ class Worker:
     def _may_continue(self) -> bool:
         return not self._stopping.is_set() and (self._deadline is None or time.monotonic() < self._deadline)
 
-    def _settle(self, claim: Claim, write: Callable[[], Outcome]) -> Outcome:
-        """Record an outcome with ``write`` and claim the next due task, in one transaction.
+    def _settle(self, claim: Claim, error: str | None = None) -> Outcome:
+        """Record how the run ended, ``error`` being None for a success, and claim the next due task.
 
-        The outcome's UPDATE or DELETE comes first, so on SQLite the
-        transaction holds the write lock before it reads the next candidate.
         Under :meth:`run`, a database error is waited out and the write made
         again: it names this worker's lock, so a late write cannot undo a
         claim that another worker made after the lock expired.
         """
         while True:
             try:
-                with transaction.atomic(using=router.db_for_write(Task)):
-                    outcome = write()
-                    if self._may_continue():
-                        self._next_claim = claim_next_task(self.id)
-                        self._found_none = self._next_claim is None
-            except DATABASE_ERRORS as error:
+                outcome = self._record_and_claim_next(claim, error)
+            except DATABASE_ERRORS as database_error:
                 # The transaction rolled back, and the next claim with it.
                 self._next_claim, self._found_none = None, False
                 if self._backoff is None:
                     raise
-                delay = self._backoff.failed(error, f"recording the outcome of task id={claim.task.pk}")
+                delay = self._backoff.failed(database_error, f"recording the outcome of task id={claim.task.pk}")
                 with self._interruptible():
                     time.sleep(delay)
                 continue
@@ -248,6 +242,26 @@ class Worker:
             if self._backoff is not None:
                 self._backoff.succeeded()
             return outcome
+
+    def _record_and_claim_next(self, claim: Claim, error: str | None) -> Outcome:
+        """Write the outcome and claim the next due task in one transaction, so a busy worker commits once per task.
+
+        On PostgreSQL a success and the next claim are one statement. Elsewhere
+        the outcome's UPDATE or DELETE comes first, so on SQLite the
+        transaction holds the write lock before it reads the next candidate.
+        """
+        alias = router.db_for_write(Task)
+        claim_next = self._may_continue()
+
+        if error is None and claim_next and finishes_and_claims_at_once(alias):
+            outcome, self._next_claim = record_success_and_claim_next(claim)
+        else:
+            with transaction.atomic(using=alias):
+                outcome = record_success(claim) if error is None else record_failure(claim, error)
+                self._next_claim = claim_next_task(self.id) if claim_next else None
+
+        self._found_none = claim_next and self._next_claim is None
+        return outcome
 
     @contextmanager
     def _interruptible(self) -> Iterator[None]:
@@ -296,7 +310,7 @@ class Worker:
 
     def _fail(self, claim: Claim, error: str, exception: BaseException | None = None) -> Outcome:
         task = claim.task
-        outcome = self._settle(claim, lambda: record_failure(claim, error))
+        outcome = self._settle(claim, error)
         reason = error.strip().splitlines()[-1] if exception is not None else error
 
         if outcome is Outcome.RETRY:

@@ -6,8 +6,8 @@ Installed only when BENCH_COUNT=1. It counts on Django's side of the driver:
   transaction Django opens (PostgreSQL's driver sends that BEGIN itself, as
   its own round trip) and one COMMIT or ROLLBACK for each it ends;
 * commits: transactions that end with a commit, counting a write statement
-  (INSERT, UPDATE, DELETE) run in autocommit mode as one, since the
-  database commits it on its own.
+  (INSERT, UPDATE, DELETE, or a WITH query that contains one) run in
+  autocommit mode as one, since the database commits it on its own.
 
 A read in autocommit mode is a transaction of its own on the server too,
 but writes nothing, so it is not counted as a commit.
@@ -58,7 +58,16 @@ def _instrument(sender, connection, **kwargs) -> None:
 
 def _count_statement(execute, sql, params, many, context):
     _counts["statements"] += 1
-    words = sql.lstrip().split(None, 1)
-    if words and words[0].upper() in _WRITES and context["connection"].get_autocommit():
+    if _writes(sql) and context["connection"].get_autocommit():
         _counts["commits"] += 1
     return execute(sql, params, many, context)
+
+
+def _writes(sql: str) -> bool:
+    """Return whether ``sql`` writes: it starts with a write, or is a WITH query that contains one."""
+    words = sql.split()
+    if not words:
+        return False
+    if words[0].upper() == "WITH":
+        return any(word.upper() in _WRITES for word in words)
+    return words[0].upper() in _WRITES
