@@ -21,7 +21,7 @@ def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
         errors.append(
             checks.Error(
                 problem,
-                hint="Set MAX_ATTEMPTS to an int such as 25, or remove it to use the default.",
+                hint=conf.MAX_ATTEMPTS_HINT,
                 id="background_task.E001",
             )
         )
@@ -32,7 +32,7 @@ def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
         errors.append(
             checks.Error(
                 problem,
-                hint="Set MAX_RUN_TIME to seconds such as 3600, or remove it to use the default.",
+                hint=conf.MAX_RUN_TIME_HINT,
                 id="background_task.E002",
             )
         )

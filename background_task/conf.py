@@ -18,6 +18,9 @@ DEFAULT_MAX_RUN_TIME = 3600
 #: subtracts MAX_RUN_TIME from now, which must stay within datetime's range.
 MAX_RUN_TIME_LIMIT = 100 * 365 * 24 * 3600
 
+MAX_ATTEMPTS_HINT = "Set MAX_ATTEMPTS to an int such as 25, or remove it to use the default."
+MAX_RUN_TIME_HINT = "Set MAX_RUN_TIME to seconds such as 3600, or remove it to use the default."
+
 
 def max_attempts_problem(value: object) -> str | None:
     """Return why ``value`` is not a valid MAX_ATTEMPTS, or None if it is."""
@@ -44,7 +47,7 @@ def max_attempts() -> int:
     value = getattr(settings, "MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)
     problem = max_attempts_problem(value)
     if problem:
-        raise ImproperlyConfigured(problem)
+        raise ImproperlyConfigured(f"{problem} {MAX_ATTEMPTS_HINT}")
     return value
 
 
@@ -53,5 +56,5 @@ def max_run_time() -> timedelta:
     value = getattr(settings, "MAX_RUN_TIME", DEFAULT_MAX_RUN_TIME)
     problem = max_run_time_problem(value)
     if problem:
-        raise ImproperlyConfigured(problem)
+        raise ImproperlyConfigured(f"{problem} {MAX_RUN_TIME_HINT}")
     return timedelta(seconds=value)

@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("repeat", "tasks", "memory_tasks"):
         value = getattr(options, name)
         if value is not None and value < (2 if name != "repeat" else 1):
-            parser.error(f"--{name.replace('_', '-')} must be at least {2 if name != 'repeat' else 1}")
+            parser.error(f"--{name.replace('_', '-')} must be at least {2 if name != 'repeat' else 1}; got {value}")
     return options
 
 
@@ -91,6 +91,9 @@ def run(options: argparse.Namespace) -> int:
     verdicts = report.evaluate(results)
     document = {"machine": machine(), "sizes": vars(sizes), "quick": options.quick,
                 "results": results, "targets": verdicts}
+    if options.quick:
+        print(f"Quick run ({sizes.tasks} tasks, {sizes.repeat} repeat): it checks that the benchmark works; "
+              "its figures are not comparable with a full run's.\n")
     print(report.table(results, verdicts))
     if options.json:
         report.write_json(options.json, document)

@@ -179,3 +179,33 @@ def test_new_task_wakes_idle_worker(tmp_path, worker_env):
 
     stop([worker])
     assert marks.read_text().split()[0] == "woken"
+
+
+def test_duplicate_task_name_is_one_line_error(tmp_path, worker_env):
+    """Two tasks registered under one name stop process_tasks with a CommandError, not a traceback."""
+    app = tmp_path / "dupapp"
+    app.mkdir()
+    (app / "__init__.py").write_text("")
+    (app / "tasks.py").write_text(
+        "from background_task import background\n\n\n"
+        "@background(name='dup.task')\ndef first():\n    pass\n\n\n"
+        "@background(name='dup.task')\ndef second():\n    pass\n"
+    )
+    (tmp_path / "dupsettings.py").write_text(
+        "from tests.settings import *  # noqa: F403\n\nINSTALLED_APPS = [*INSTALLED_APPS, 'dupapp']  # noqa: F405\n"
+    )
+    env = dict(
+        worker_env,
+        DJANGO_SETTINGS_MODULE="dupsettings",
+        PYTHONPATH=f"{tmp_path}:{worker_env['PYTHONPATH']}",
+    )
+
+    result = subprocess.run(
+        [*django_admin(), "process_tasks", "--duration", "0.1"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+
+    assert result.returncode != 0
+    assert "CommandError" in result.stderr
+    assert "'dup.task'" in result.stderr
+    assert "Traceback" not in result.stderr

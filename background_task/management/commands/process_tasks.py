@@ -60,7 +60,7 @@ class Command(BaseCommand):
             "--log-level", choices=LEVELS, type=str.upper,
             help=(
                 "Lowest level of background_task log records to write (default: the level "
-                "LOGGING sets for background_task; INFO with --log-file if LOGGING sets none)."
+                "LOGGING sets for background_task; INFO when --log-file or --log-std adds a handler and LOGGING sets no level)."
             ),
         )
 
@@ -87,12 +87,16 @@ class Command(BaseCommand):
             try:
                 stack.enter_context(logging_options(log_level, log_file, capture_output=log_std))
             except OSError as error:
-                raise CommandError(f"--log-file {log_file!r} cannot be opened: {error}") from error
+                raise CommandError(
+                    f"--log-file {log_file!r} cannot be opened: {error}. "
+                    "Create its folder or pass a writable file path."
+                ) from error
 
             # After the logging options, so --log-level DEBUG shows which modules were imported.
             try:
                 autodiscover_tasks()
-            except ImportError as error:
+            except (ImportError, ImproperlyConfigured) as error:
+                # A task module that fails to import, or two tasks with one name.
                 raise CommandError(str(error)) from error
 
             worker = Worker(capture_output=log_std)
