@@ -65,6 +65,20 @@ def test_claim_skips_locked_rows_where_supported(tmp_path):
     assert skip_locked == (connection.vendor == "postgresql")
 
 
+def test_every_row_lock_skips_locked_rows(tmp_path):
+    """On PostgreSQL, every statement of a drain that locks rows with FOR UPDATE also says SKIP LOCKED."""
+    for number in range(3):
+        mark(str(tmp_path / "marks.txt"), f"task-{number}")
+
+    with CaptureQueriesContext(connection) as queries:
+        Worker().run_until_idle()
+
+    locking_statements = [query["sql"] for query in queries.captured_queries if "FOR UPDATE" in query["sql"]]
+    if connection.vendor == "postgresql":
+        assert len(locking_statements) >= 3
+    assert all("FOR UPDATE SKIP LOCKED" in statement for statement in locking_statements)
+
+
 def test_claim_update_is_conditional(tmp_path):
     """Without SKIP LOCKED, the UPDATE takes the row only if it still carries the lock it was read with."""
     mark(str(tmp_path / "marks.txt"), "due")

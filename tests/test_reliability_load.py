@@ -238,7 +238,10 @@ class LockWaitSampler:
     predates the first worker's committed claim locks the row, finds on
     rechecking it that the row is now locked by a worker, and moves on, but
     PostgreSQL keeps that row lock until the claim's transaction commits.
-    The wait lasts until that commit, which follows at once.
+    The wait lasts until that commit, which follows at once. A busy worker
+    deletes the task it ran and claims the next in one statement, so such a
+    wait shows as that statement's. Its pick uses SKIP LOCKED, which never
+    waits, so only statements that claim without deleting count as claims.
     """
 
     def __init__(self) -> None:
@@ -259,8 +262,13 @@ class LockWaitSampler:
 
     @property
     def claim_waits(self) -> list[str]:
-        """The waits of a claim's ``SELECT ... FOR UPDATE``."""
-        return [wait for wait in self.waits if "FOR UPDATE" in wait]
+        """The waits of statements that only claim, with ``SELECT ... FOR UPDATE``."""
+        return [wait for wait in self.waits if "FOR UPDATE" in wait and "DELETE FROM" not in wait]
+
+    @property
+    def finish_waits(self) -> list[str]:
+        """The waits of statements that delete a finished task and claim the next one."""
+        return [wait for wait in self.waits if "FOR UPDATE" in wait and "DELETE FROM" in wait]
 
 
 # Several workers ----------------------------------------------------------------
@@ -293,6 +301,7 @@ def test_four_workers_drain_ten_thousand(tmp_path, workers, reliability):
     if sampler is not None:
         lock_figures = {
             "lock_samples": sampler.samples, "lock_waits": len(sampler.waits), "claim_lock_waits": len(sampler.claim_waits),
+            "finish_lock_waits": len(sampler.finish_waits),
         }
     reliability.record(
         "4 workers drain 10,000 tasks",
