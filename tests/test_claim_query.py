@@ -66,7 +66,7 @@ def test_claim_skips_locked_rows_where_supported(tmp_path):
 
 
 def test_every_row_lock_skips_locked_rows(tmp_path):
-    """On PostgreSQL, every statement of a drain that locks rows with FOR UPDATE also says SKIP LOCKED."""
+    """On PostgreSQL, every statement of a drain that locks rows with FOR UPDATE also uses SKIP LOCKED."""
     for number in range(3):
         mark(str(tmp_path / "marks.txt"), f"task-{number}")
 
