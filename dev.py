@@ -442,7 +442,7 @@ def redact_password(url: str) -> str:
 
 @dataclass(frozen=True)
 class Reports:
-    """Where one pytest run writes the reports that the documentation shows."""
+    """The files where one pytest run writes the reports that the documentation shows."""
 
     conformance: Path
     reliability: Path

@@ -28,9 +28,9 @@ class Outcome(enum.Enum):
     LOCK_LOST = "lock lost"
 
 
-#: The success write, in SQL because every successful task sends it; the
-#: ORM's delete would first collect the rows, for related objects the table
-#: does not have.
+#: The success write, in SQL because every successful task sends it. The
+#: ORM's delete would first collect the rows to look for related objects,
+#: which the table does not have.
 DELETE_IF_HELD = f"DELETE FROM {Task._meta.db_table} WHERE id = %s AND locked_by = %s AND locked_at = %s"
 
 

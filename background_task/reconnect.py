@@ -13,8 +13,8 @@ from django.db import DatabaseError, InterfaceError, connections
 
 logger = logging.getLogger(__name__)
 
-#: What a query can raise when the database cannot be reached. InterfaceError,
-#: which a closed connection can raise, is not a subclass of DatabaseError.
+#: The errors a query raises when the database cannot be reached. InterfaceError,
+#: which a closed connection raises, is not a subclass of DatabaseError.
 DATABASE_ERRORS = (DatabaseError, InterfaceError)
 
 FIRST_DELAY = 0.5

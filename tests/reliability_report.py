@@ -1,7 +1,7 @@
 """The figures behind the documentation's Reliability page.
 
 A test of a bad-day scenario (several workers, a killed worker, a restarted
-database) asks for the ``reliability`` fixture and records what it counted::
+database) requests the ``reliability`` fixture and records what it counted::
 
     def test_four_workers_drain(reliability):
         ...

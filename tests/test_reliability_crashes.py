@@ -673,37 +673,37 @@ def signal_worker(env: dict[str, str], log: Path, rng: random.Random, number: in
     return Repetition(number, signals, worker.pid, worker.returncode, first_signal_at, log.read_text())
 
 
-def check_exit(rep: Repetition, tally: Tally) -> None:
+def check_exit(repetition: Repetition, tally: Tally) -> None:
     """Check the exit status: 0 after a first signal alone, and 0 or 1 after a second one.
 
     A second signal that arrives after the worker has stopped, while the
     command returns and Python shuts down, finds the default handlers back
     in place and kills the process by that signal.
     """
-    allowed = (0, 1) if len(rep.signals) == 2 else (0,)
-    if len(rep.signals) == 2 and "stopped on request" in rep.log:
+    allowed = (0, 1) if len(repetition.signals) == 2 else (0,)
+    if len(repetition.signals) == 2 and "stopped on request" in repetition.log:
         # NOTE: the exit status then reports "killed by a signal" rather than 1.
-        allowed = (0, 1, -rep.signals[1])
-    if rep.returncode not in allowed:
-        tally.problems.append(f"{rep.label}: exit status not in {allowed}:\n{rep.log[-3000:]}")
+        allowed = (0, 1, -repetition.signals[1])
+    if repetition.returncode not in allowed:
+        tally.problems.append(f"{repetition.label}: exit status not in {allowed}:\n{repetition.log[-3000:]}")
     # A signal that arrives after the worker has stopped may interrupt
     # Python's own shutdown, which prints "Exception ignored ... KeyboardInterrupt".
     # So only what the worker wrote before it stopped is checked.
-    while_working = rep.log.split("stopped on request")[0]
+    while_working = repetition.log.split("stopped on request")[0]
     if "Traceback" in while_working:
-        tally.problems.append(f"{rep.label}: the worker logged a traceback:\n{while_working[-3000:]}")
-    tally.exit_statuses[str(rep.returncode)] += 1
+        tally.problems.append(f"{repetition.label}: the worker logged a traceback:\n{while_working[-3000:]}")
+    tally.exit_statuses[str(repetition.returncode)] += 1
 
 
-def check_rows_well_formed(rep: Repetition, after: dict[str, RowState], tally: Tally) -> None:
+def check_rows_well_formed(repetition: Repetition, after: dict[str, RowState], tally: Tally) -> None:
     """No row is half written: the lock columns are both set or both empty, and every attempt has its error."""
     for token, row in after.items():
         if (row.locked_by is None) != (row.locked_at is None):
-            tally.problems.append(f"{rep.label}: {token} has locked_by={row.locked_by} but locked_at={row.locked_at}")
+            tally.problems.append(f"{repetition.label}: {token} has locked_by={row.locked_by} but locked_at={row.locked_at}")
         if row.attempts > 0 and not row.last_error:
-            tally.problems.append(f"{rep.label}: {token} counts {row.attempts} attempts without a last_error")
+            tally.problems.append(f"{repetition.label}: {token} counts {row.attempts} attempts without a last_error")
         if row.failed_at is not None:
-            tally.problems.append(f"{rep.label}: {token} was marked failed: {row.last_error}")
+            tally.problems.append(f"{repetition.label}: {token} was marked failed: {row.last_error}")
 
 
 def recorded_interruption(before: RowState | None, row: RowState | None) -> bool:
@@ -717,30 +717,30 @@ def recorded_interruption(before: RowState | None, row: RowState | None) -> bool
     )
 
 
-def check_locks(rep: Repetition, before: dict[str, RowState], after: dict[str, RowState], started: Counter, tally: Tally) -> None:
+def check_locks(repetition: Repetition, before: dict[str, RowState], after: dict[str, RowState], started: Counter, tally: Tally) -> None:
     """An exiting worker unlocks what it holds, except a claimed task it never started when a second signal cut it short."""
-    mine = f":{rep.pid}:"
+    mine = f":{repetition.pid}:"
     for token, row in after.items():
         if row.locked_by is None:
             continue
         if mine not in row.locked_by:
             earlier = before.get(token)
             if earlier is None or earlier.locked_by != row.locked_by:
-                tally.problems.append(f"{rep.label}: {token} locked by another worker, {row.locked_by}")
+                tally.problems.append(f"{repetition.label}: {token} locked by another worker, {row.locked_by}")
             continue
-        if not rep.stopped_at_once:
+        if not repetition.stopped_at_once:
             tally.left_locked += 1
-            tally.problems.append(f"{rep.label}: {token} left locked by a worker that exited {rep.returncode}")
+            tally.problems.append(f"{repetition.label}: {token} left locked by a worker that exited {repetition.returncode}")
         elif started[token]:
             tally.left_locked += 1
-            tally.problems.append(f"{rep.label}: {token} started, then was left locked instead of recorded as interrupted")
+            tally.problems.append(f"{repetition.label}: {token} started, then was left locked instead of recorded as interrupted")
         else:
             # Claimed, never started: a consistent state that the next
             # worker records as a lost run once the lock expires.
             tally.claimed_unrun += 1
 
 
-def check_started_runs(rep: Repetition, before: dict[str, RowState], after: dict[str, RowState], started: Counter, ended: Counter, tally: Tally) -> None:
+def check_started_runs(repetition: Repetition, before: dict[str, RowState], after: dict[str, RowState], started: Counter, ended: Counter, tally: Tally) -> None:
     """A run that ended is settled as a success; one cut short is recorded as interrupted, and only after a second signal."""
     for token in started:
         row = after.get(token)
@@ -753,19 +753,19 @@ def check_started_runs(rep: Repetition, before: dict[str, RowState], after: dict
                 continue
             tally.completed[token] += 1
             if row is not None:
-                tally.problems.append(f"{rep.label}: {token} ran to the end but its row was kept: {row}")
-        elif len(rep.signals) == 1:
-            tally.problems.append(f"{rep.label}: a first signal cut {token} short; row: {row}")
+                tally.problems.append(f"{repetition.label}: {token} ran to the end but its row was kept: {row}")
+        elif len(repetition.signals) == 1:
+            tally.problems.append(f"{repetition.label}: a first signal cut {token} short; row: {row}")
         elif interrupted:
             tally.interrupted_runs += 1
         elif row is None:
             tally.lost_rows += 1
-            tally.problems.append(f"{rep.label}: {token} was cut short and its row deleted")
+            tally.problems.append(f"{repetition.label}: {token} was cut short and its row deleted")
         elif row.locked_by is None:
-            tally.problems.append(f"{rep.label}: {token} was cut short but not recorded as interrupted: {row}")
+            tally.problems.append(f"{repetition.label}: {token} was cut short but not recorded as interrupted: {row}")
 
 
-def check_unstarted_rows(rep: Repetition, before: dict[str, RowState], after: dict[str, RowState], started: Counter, tally: Tally) -> None:
+def check_unstarted_rows(repetition: Repetition, before: dict[str, RowState], after: dict[str, RowState], started: Counter, tally: Tally) -> None:
     """A row whose task did not start in this worker is unchanged, or recorded as interrupted before the task began."""
     for token, earlier in before.items():
         if started[token]:
@@ -773,27 +773,27 @@ def check_unstarted_rows(rep: Repetition, before: dict[str, RowState], after: di
         row = after.get(token)
         if row is None:
             tally.lost_rows += 1
-            tally.problems.append(f"{rep.label}: {token} was deleted without a run")
-        elif row.attempts != earlier.attempts and not (rep.stopped_at_once and recorded_interruption(earlier, row)):
-            tally.problems.append(f"{rep.label}: {token} gained an attempt without a run: {earlier} -> {row}")
+            tally.problems.append(f"{repetition.label}: {token} was deleted without a run")
+        elif row.attempts != earlier.attempts and not (repetition.stopped_at_once and recorded_interruption(earlier, row)):
+            tally.problems.append(f"{repetition.label}: {token} gained an attempt without a run: {earlier} -> {row}")
 
 
-def check_no_new_claims(rep: Repetition, runs: list[RunLine], tally: Tally) -> None:
+def check_no_new_claims(repetition: Repetition, runs: list[RunLine], tally: Tally) -> None:
     """After the first signal, at most the task in progress starts; the worker claims nothing new."""
-    late = [run.token for run in runs if run.kind == "start" and run.pid == rep.pid and run.at > rep.first_signal_at]
+    late = [run.token for run in runs if run.kind == "start" and run.pid == repetition.pid and run.at > repetition.first_signal_at]
     if len(late) > 1:
-        tally.problems.append(f"{rep.label}: {len(late)} tasks started after the first signal: {late}")
+        tally.problems.append(f"{repetition.label}: {len(late)} tasks started after the first signal: {late}")
 
 
-def check_repetition(rep: Repetition, before: dict[str, RowState], after: dict[str, RowState], runs: list[RunLine], tally: Tally) -> None:
+def check_repetition(repetition: Repetition, before: dict[str, RowState], after: dict[str, RowState], runs: list[RunLine], tally: Tally) -> None:
     """Check the queue and the run log after one signalled worker has exited."""
-    started, ended = count_runs(runs, "start", rep.pid), count_runs(runs, "end", rep.pid)
-    check_exit(rep, tally)
-    check_rows_well_formed(rep, after, tally)
-    check_locks(rep, before, after, started, tally)
-    check_started_runs(rep, before, after, started, ended, tally)
-    check_unstarted_rows(rep, before, after, started, tally)
-    check_no_new_claims(rep, runs, tally)
+    started, ended = count_runs(runs, "start", repetition.pid), count_runs(runs, "end", repetition.pid)
+    check_exit(repetition, tally)
+    check_rows_well_formed(repetition, after, tally)
+    check_locks(repetition, before, after, started, tally)
+    check_started_runs(repetition, before, after, started, ended, tally)
+    check_unstarted_rows(repetition, before, after, started, tally)
+    check_no_new_claims(repetition, runs, tally)
 
 
 def drain_queue(env: dict[str, str], log: Path, runs_log: Path, tally: Tally) -> None:
@@ -831,8 +831,8 @@ def test_signals_at_random_moments(tmp_path, worker_env, reliability):
     for number in range(REPETITIONS):
         queued += top_up_queue(runs_log, rng, f"r{number}")
         before = snapshot_rows()
-        rep = signal_worker(worker_env, tmp_path / f"worker-{number}.log", rng, number)
-        check_repetition(rep, before, snapshot_rows(), read_runs(runs_log), tally)
+        repetition = signal_worker(worker_env, tmp_path / f"worker-{number}.log", rng, number)
+        check_repetition(repetition, before, snapshot_rows(), read_runs(runs_log), tally)
 
     drain_queue(worker_env, tmp_path / "drain.log", runs_log, tally)
 

@@ -330,16 +330,16 @@ def test_four_workers_drain_ten_thousand(tmp_path, workers, reliability):
 # A busy SQLite file ----------------------------------------------------------------
 
 
-def hold_write_lock(path: str, seconds: float, taken: threading.Event | None = None) -> None:
+def hold_write_lock(path: str, seconds: float, lock_taken: threading.Event | None = None) -> None:
     """Hold SQLite's write lock on the file at ``path`` for ``seconds``, as a long write transaction would.
 
-    Sets ``taken``, if given, once the lock is held.
+    Sets ``lock_taken``, if given, once the lock is held.
     """
     holder = sqlite3.connect(path, timeout=60, isolation_level=None)
     try:
         holder.execute("BEGIN IMMEDIATE")
-        if taken is not None:
-            taken.set()
+        if lock_taken is not None:
+            lock_taken.set()
         time.sleep(seconds)
         holder.execute("COMMIT")
     finally:

@@ -53,9 +53,9 @@ process, worker threads included, so moving it would race with their reads.
 MAX_RUN_TIME is 600 s, far longer than an example takes, and "time passes"
 moves the stored times back: run_at of every row, and locked_at of the rows
 locked by crashed or stalled workers. The locks of live workers do not age,
-because under ``process_tasks`` SIGALRM ends a run before its lock expires;
-a stall stands for a worker that SIGALRM could not stop in time, or a
-process stopped for that long.
+because under ``process_tasks`` SIGALRM ends a run before its lock expires.
+A stall models a worker that SIGALRM could not stop in time, or a process
+that was paused for that long.
 
 The machine runs on SQLite too, where the threads share the test database
 file and a conditional UPDATE, not SKIP LOCKED, keeps two claims apart.
@@ -622,7 +622,7 @@ class WorkersMachine(RuleBasedStateMachine):
         assert not shared, f"tasks held by two workers: {shared}"
 
     def _check_lock_owners(self, snapshot: Snapshot) -> None:
-        """Check that a row locked by a live worker is one it knows about, unless the lock expired."""
+        """Check that a row locked by a live worker is one that worker claimed, unless the lock expired."""
         for row in snapshot.rows.values():
             assert (row.locked_by is None) == (row.locked_at is None), row
             if row.locked_by is None:

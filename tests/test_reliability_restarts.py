@@ -284,13 +284,13 @@ class WorkerProcess:
         """Return the waits, in seconds, that the worker's backoff warnings name, in order."""
         return [float(match["wait"]) for match in BACKOFF_WARNING.finditer(self.log())]
 
-    def wait_for(self, predicate, what: str, timeout: float = 60) -> None:
+    def wait_for(self, predicate, description: str, timeout: float = 60) -> None:
         """Wait until ``predicate(log text)`` is true. Fail at once if the worker exits."""
         deadline = time.monotonic() + timeout
         while not predicate(self.log()):
             exited = self.process.poll() is not None
-            assert not exited, f"the worker exited with status {self.process.returncode} before {what}:\n{self.log()}"
-            assert time.monotonic() < deadline, f"no {what} within {timeout} s:\n{self.log()[-5000:]}"
+            assert not exited, f"the worker exited with status {self.process.returncode} before {description}:\n{self.log()}"
+            assert time.monotonic() < deadline, f"no {description} within {timeout} s:\n{self.log()[-5000:]}"
             time.sleep(0.05)
 
     def wait_for_text(self, text: str, timeout: float = 60) -> None:

@@ -3,9 +3,9 @@
 Calling a task function stores its row with an ordinary ``Task.objects.create``
 on the alias that the database routers give the Task model, which is
 ``default`` without a router. The row is therefore part of whatever
-transaction the caller has open on that alias: it disappears when that
-transaction rolls back, and no other connection, a worker's included, sees
-it before the transaction commits.
+transaction the caller has open on that alias. It disappears when that
+transaction rolls back, and no other connection, a worker's included, can
+read it before the transaction commits.
 
 The ``test_*`` functions run on the single database of ``spec.settings``.
 The ``multidb_*`` functions need two aliases and a router
@@ -184,7 +184,7 @@ def test_other_connection_sees_task_after_commit(tmp_path):
 def test_worker_waits_for_commit(tmp_path, worker_env, reliability):
     """A polling worker runs no task of an open transaction, none of a rolled-back one, and each committed one once.
 
-    The test holds a transaction open while a real ``process_tasks`` worker
+    The test keeps a transaction open while a real ``process_tasks`` worker
     polls the queue three times. Then the transaction rolls back, and a
     second one commits.
     """

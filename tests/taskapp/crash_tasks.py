@@ -18,28 +18,19 @@ from pathlib import Path
 from django.db import connection
 
 from background_task import background
+from tests.taskapp.marks import append_line
 
 
 class CrashAbort(BaseException):
     """A BaseException subclass that is neither SystemExit nor KeyboardInterrupt."""
 
 
-def _append(path: str, line: str) -> None:
-    # One os.write of a short line on an O_APPEND file is atomic, so lines
-    # from several processes never interleave.
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(descriptor, (line + "\n").encode())
-    finally:
-        os.close(descriptor)
-
-
 def _log_start(path: str, token: str) -> None:
-    _append(path, f"start {token} {os.getpid()} {time.time():.6f}")
+    append_line(path, f"start {token} {os.getpid()} {time.time():.6f}")
 
 
 def _log_end(path: str, token: str) -> None:
-    _append(path, f"end {token} {os.getpid()} {time.time():.6f}")
+    append_line(path, f"end {token} {os.getpid()} {time.time():.6f}")
 
 
 def _has_started_before(path: str, token: str) -> bool:

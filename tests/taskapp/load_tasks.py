@@ -3,7 +3,7 @@
 Each task writes one line per run to a file of the worker process that ran
 it, ``<folder>/runs-<pid>.txt``, so the tests count runs outside the
 database. The lines are short and written with one ``os.write`` on an
-``O_APPEND`` file, as :func:`tests.taskapp.tasks._append` does.
+``O_APPEND`` file, as :func:`tests.taskapp.marks.append_line` does.
 """
 
 import os
@@ -11,7 +11,7 @@ import os
 from django.db import connection
 
 from background_task import background
-from tests.taskapp.tasks import _append
+from tests.taskapp.marks import append_line
 
 #: The DB-API connections that tasks in this process have run on, in order.
 #: Strong references, because sqlite3 connections take no weak ones: a
@@ -39,7 +39,7 @@ def runs_file(folder: str) -> str:
 @background(name="tests.load.count")
 def count(folder: str, token: int) -> None:
     """Append ``<token>`` to this worker's runs file in ``folder``."""
-    _append(runs_file(folder), str(token))
+    append_line(runs_file(folder), str(token))
 
 
 @background(name="tests.load.observe")
@@ -57,7 +57,7 @@ def observe(folder: str, token: int, sample_memory: bool) -> None:
     number = _connection_number()
     backend = _backend_pid()
     rss = _rss_kib() if sample_memory else "-"
-    _append(runs_file(folder), f"{token} {number} {backend} {queries} {rss}")
+    append_line(runs_file(folder), f"{token} {number} {backend} {queries} {rss}")
 
 
 def _backend_pid() -> str:

@@ -8,17 +8,17 @@ import os
 import time
 
 from background_task import background
-from tests.taskapp.tasks import _append
+from tests.taskapp.marks import append_line
 
 
 @background(name="tests.restart.record_run")
 def record_run(path: str, token: str) -> None:
     """Append ``<token> <pid>`` to the file at ``path``."""
-    _append(path, f"{token} {os.getpid()}")
+    append_line(path, f"{token} {os.getpid()}")
 
 
 @background(name="tests.restart.sleep_then_record")
 def sleep_then_record(path: str, token: str, seconds: float) -> None:
     """Sleep ``seconds``, then append ``<token> <pid>`` to the file at ``path``."""
     time.sleep(seconds)
-    _append(path, f"{token} {os.getpid()}")
+    append_line(path, f"{token} {os.getpid()}")

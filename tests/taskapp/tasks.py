@@ -5,16 +5,7 @@ import time
 
 from background_task import background
 from background_task.models import Task
-
-
-def _append(path: str, line: str) -> None:
-    # One os.write of a short line on an O_APPEND file is atomic, so lines
-    # from several processes never interleave.
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(descriptor, (line + "\n").encode())
-    finally:
-        os.close(descriptor)
+from tests.taskapp.marks import append_line
 
 
 @background(name="tests.mark")
@@ -23,14 +14,14 @@ def mark(path: str, token: str) -> None:
     locked_by = Task.objects.filter(task_name="tests.mark", task_params__contains=f'"{token}"').values_list(
         "locked_by", flat=True
     ).first()
-    _append(path, f"{token} {os.getpid()} {locked_by}")
+    append_line(path, f"{token} {os.getpid()} {locked_by}")
 
 
 @background(name="tests.sleep_then_mark")
 def sleep_then_mark(path: str, token: str, seconds: float) -> None:
     """Sleep, then append ``<token> <pid>`` to the file at ``path``."""
     time.sleep(seconds)
-    _append(path, f"{token} {os.getpid()}")
+    append_line(path, f"{token} {os.getpid()}")
 
 
 @background(name="tests.print_and_mark")
@@ -40,7 +31,7 @@ def print_and_mark(path: str, token: str) -> None:
 
     print(f"out {token}")
     print(f"err {token}", file=sys.stderr)
-    _append(path, token)
+    append_line(path, token)
 
 
 @background(name="tests.raise_system_exit")

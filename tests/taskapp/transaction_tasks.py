@@ -9,22 +9,13 @@ it runs rather than when this module is imported.
 import os
 
 from background_task import background
-
-
-def _append(path: str, line: str) -> None:
-    # One os.write of a short line on an O_APPEND file is atomic, so lines
-    # from several processes never interleave.
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(descriptor, (line + "\n").encode())
-    finally:
-        os.close(descriptor)
+from tests.taskapp.marks import append_line
 
 
 @background(name="tests.transaction.mark")
 def mark(path: str, token: str) -> None:
     """Append ``<token> <pid>`` to the file at ``path``."""
-    _append(path, f"{token} {os.getpid()}")
+    append_line(path, f"{token} {os.getpid()}")
 
 
 @background(name="tests.transaction.note_group")
@@ -37,4 +28,4 @@ def note_group(path: str, alias: str, name: str) -> None:
     from django.contrib.auth.models import Group
 
     found = Group.objects.using(alias).filter(name=name).exists()
-    _append(path, f"{name} {'found' if found else 'missing'}")
+    append_line(path, f"{name} {'found' if found else 'missing'}")
