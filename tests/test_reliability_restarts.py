@@ -435,6 +435,42 @@ def test_idle_workers_survive_restart(server, queue, workers, tmp_path, reliabil
         assert "Traceback" not in log
 
 
+def test_worker_starts_while_server_down(server, queue, workers, tmp_path, reliability):
+    """A worker started while PostgreSQL is down waits for it and then runs the queue.
+
+    Its start-up check of the task table must not take the unreachable
+    server for a missing table, as it did when a worker started during a
+    restart and exited with a hint to run migrate.
+    """
+    marks = tmp_path / "marks.txt"
+    tokens = [f"task-{number}" for number in range(5)]
+    queue.enqueue_many(RECORD_RUN, [(str(marks), token) for token in tokens])
+
+    server.stop()
+    worker = workers.start(queue, "--sleep", "0.2", "--log-level", "INFO")
+    worker.wait_for_text("cannot be reached")
+    worker.wait_for_backoffs(1)
+    server.start()
+    left = queue.wait_until_empty([worker], timeout=60)
+
+    log = worker.stop()
+    runs = count_runs(marks)
+    reliability.record(
+        "A worker starts while PostgreSQL is down",
+        tasks=len(tokens),
+        lost=sum(1 for token in tokens if runs[token] == 0),
+        run_twice=sum(1 for token in tokens if runs[token] > 1),
+        left_locked=queue.count("locked_by IS NOT NULL"),
+    )
+
+    assert left == 0, f"{left} tasks left: {queue.rows()}"
+    worker.assert_stopped_on_request()
+    assert "migrate" not in log
+    assert RECOVERED in log
+    assert set(runs) == set(tokens)
+    assert max(runs.values()) == 1
+
+
 def test_restart_during_task_run(server, queue, workers, tmp_path, reliability):
     """A restart while a task runs: its outcome is recorded after the worker reconnects."""
     marks = tmp_path / "marks.txt"

@@ -1,18 +1,22 @@
 import argparse
+import logging
 import math
 from contextlib import ExitStack
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, router
+from django.db import DEFAULT_DB_ALIAS, connections, router
 
 from background_task import conf
 from background_task.discovery import autodiscover_tasks
 from background_task.exceptions import WorkerInterrupted
 from background_task.log_options import LEVELS, logging_options
 from background_task.models import Task
+from background_task.reconnect import DATABASE_ERRORS
 from background_task.shutdown import stop_on_signals
 from background_task.worker import Worker
+
+logger = logging.getLogger(__name__)
 
 
 def seconds(text: str) -> float:
@@ -73,16 +77,6 @@ class Command(BaseCommand):
         except ImproperlyConfigured as error:
             raise CommandError(str(error)) from error
 
-        alias = router.db_for_write(Task)
-        try:
-            Task.objects.using(alias).exists()
-        except DatabaseError as error:
-            database_option = "" if alias == DEFAULT_DB_ALIAS else f" --database={alias}"
-            raise CommandError(
-                f"Cannot read the background_task table of database {alias!r}: {error}. If it "
-                f"does not exist yet, run: python manage.py migrate background_task{database_option}"
-            ) from error
-
         with ExitStack() as stack:
             try:
                 stack.enter_context(logging_options(log_level, log_file, capture_output=log_std))
@@ -91,6 +85,9 @@ class Command(BaseCommand):
                     f"--log-file {log_file!r} cannot be opened: {error}. "
                     "Create its folder or pass a writable file path."
                 ) from error
+
+            # After the logging options, so that a warning goes where the options send it.
+            check_task_table(router.db_for_write(Task))
 
             # After the logging options, so --log-level DEBUG shows which modules were imported.
             try:
@@ -105,3 +102,45 @@ class Command(BaseCommand):
                 worker.run(duration=duration, sleep=sleep)
             except WorkerInterrupted as error:
                 raise CommandError(f"Stopped at once: {error}.") from error
+
+
+def check_task_table(alias: str) -> None:
+    """Raise CommandError if the task table cannot be read on a database that is reachable.
+
+    A database that cannot be reached, as during a restart, is no reason to
+    stop. The worker logs a warning and waits for it, as for any lost
+    connection.
+    """
+    try:
+        Task.objects.using(alias).exists()
+        return
+    except DATABASE_ERRORS as error:
+        first_error = error
+
+    if not database_reachable(alias):
+        logger.warning(
+            "Database %r cannot be reached, so the worker starts and waits for it: %s",
+            alias, str(first_error).strip(),
+        )
+        return
+
+    # The database is reachable, so a second failure comes from the table.
+    try:
+        Task.objects.using(alias).exists()
+    except DATABASE_ERRORS as error:
+        database_option = "" if alias == DEFAULT_DB_ALIAS else f" --database={alias}"
+        raise CommandError(
+            f"Cannot read the background_task table of database {alias!r}: {error}. If it "
+            f"does not exist yet, run: python manage.py migrate background_task{database_option}"
+        ) from error
+
+
+def database_reachable(alias: str) -> bool:
+    """Return whether a new connection to ``alias`` opens."""
+    connection = connections[alias]
+    try:
+        connection.close()
+        connection.ensure_connection()
+    except DATABASE_ERRORS:
+        return False
+    return True
