@@ -15,14 +15,6 @@ from tests.taskapp.tasks import mark, print_and_mark, raise_system_exit, sleep_t
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-
-
-
-
-
-
-
-
 def test_workers_run_each_task_once(tmp_path, worker_env):
     marks = tmp_path / "marks.txt"
     tokens = [f"task-{number}" for number in range(300)]
@@ -84,6 +76,22 @@ def test_sigterm_lets_task_finish(tmp_path, worker_env):
     assert "received SIGTERM" in log
 
 
+def test_sigterm_during_start_up_claims_nothing(tmp_path, worker_env):
+    """A stop signal that arrives while the worker imports its tasks stops it before any claim."""
+    marks = tmp_path / "marks.txt"
+    task = mark(str(marks), "due")
+    worker_env["TESTS_TASK_IMPORT_DELAY"] = "3"
+    worker = start_worker(worker_env, "--sleep", "0.1", "--log-level", "INFO")
+
+    log = stop([worker])[0]
+
+    row = Task.objects.get(pk=task.pk)
+    assert "received SIGTERM" in log
+    assert "stopped on request" in log
+    assert (row.attempts, row.locked_by) == (0, None)
+    assert not marks.exists()
+
+
 def test_log_std_without_logging_config(tmp_path, worker_env):
     marks = tmp_path / "marks.txt"
     print_and_mark(str(marks), "loud")
@@ -108,8 +116,6 @@ def test_missing_table_names_migrate(tmp_path, worker_env):
 
     assert result.returncode != 0
     assert "python manage.py migrate background_task" in result.stderr
-
-
 
 
 def test_second_sigterm_records_interrupted_run(tmp_path, worker_env):
@@ -147,8 +153,6 @@ def test_system_exit_in_task_keeps_worker(tmp_path, worker_env):
     row = Task.objects.get(pk=failing.pk)
     assert row.attempts == 1
     assert "SystemExit: 3" in row.last_error
-
-
 
 
 def test_sigterm_wakes_idle_worker(worker_env):

@@ -7,6 +7,10 @@ from background_task import background
 from background_task.models import Task
 from tests.taskapp.marks import append_line
 
+# A worker started with this variable spends that many seconds importing its
+# task modules, so a test can signal it while it starts.
+time.sleep(float(os.environ.get("TESTS_TASK_IMPORT_DELAY", "0")))
+
 
 @background(name="tests.mark")
 def mark(path: str, token: str) -> None:

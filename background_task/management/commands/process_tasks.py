@@ -86,6 +86,11 @@ class Command(BaseCommand):
                     "Create its folder or pass a writable file path."
                 ) from error
 
+            # Handle stop signals before the start-up steps below, so a signal
+            # sent while the worker starts stops it cleanly before any claim.
+            worker = Worker(capture_output=log_std)
+            stack.enter_context(stop_on_signals(worker))
+
             # After the logging options, so that a warning goes where the options send it.
             check_task_table(router.db_for_write(Task))
 
@@ -96,8 +101,6 @@ class Command(BaseCommand):
                 # A task module that fails to import, or two tasks with one name.
                 raise CommandError(str(error)) from error
 
-            worker = Worker(capture_output=log_std)
-            stack.enter_context(stop_on_signals(worker))
             try:
                 worker.run(duration=duration, sleep=sleep)
             except WorkerInterrupted as error:
