@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from background_task.models import Task
 
@@ -34,8 +35,41 @@ def finish(worker: subprocess.Popen, timeout: float = 120) -> str:
 def stop(workers: list[subprocess.Popen]) -> list[str]:
     """Send SIGTERM to each worker and return their stderr once they exit."""
     for worker in workers:
-        worker.send_signal(signal.SIGTERM)
+        send_stop_signal(worker)
     return [finish(worker) for worker in workers]
+
+
+def send_stop_signal(worker: subprocess.Popen, number: int = signal.SIGTERM, timeout: float = 60) -> None:
+    """Send ``number`` once ``worker`` handles it, so the signal asks the worker to stop.
+
+    A worker that is still importing Django has Python's default handler,
+    which ends the process at once with status -15 for SIGTERM. A test that
+    sends the signal as soon as the queue is empty can meet a worker still
+    starting, so this waits for ``process_tasks`` to install its handler. A
+    worker that has exited already is left to the caller's checks.
+    """
+    deadline = time.monotonic() + timeout
+    while worker.poll() is None and not handles_signal(worker.pid, number):
+        assert time.monotonic() < deadline, f"the worker did not handle signal {number} within {timeout} s"
+        time.sleep(0.02)
+    worker.send_signal(number)
+
+
+def handles_signal(pid: int, number: int) -> bool:
+    """Return whether process ``pid`` has installed a handler for signal ``number``.
+
+    Reads the mask of caught signals in Linux's /proc/<pid>/status.
+    """
+    status = Path(f"/proc/{pid}/status")
+    try:
+        lines = status.read_text().splitlines()
+    except FileNotFoundError:
+        # The process has ended and been reaped, or this is not Linux.
+        # NOTE: without /proc the wait ends at once, so on other systems a
+        # test may still signal a worker that has not started yet.
+        return True
+    caught = next(line.split()[1] for line in lines if line.startswith("SigCgt:"))
+    return bool(int(caught, 16) >> (number - 1) & 1)
 
 
 def wait_for_empty_queue(timeout: float = 120) -> None:

@@ -40,7 +40,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from background_task.models import Task
-from tests.processes import django_admin
+from tests.processes import django_admin, send_stop_signal
 from tests.taskapp import crash_tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -147,7 +147,7 @@ def wait_for_log_text(log: Path, text: str, worker: subprocess.Popen, timeout: f
 
 def stop_worker(worker: subprocess.Popen, log: Path, timeout: float = 120) -> str:
     """Send SIGTERM, check that the worker exits 0, and return its log."""
-    worker.send_signal(signal.SIGTERM)
+    send_stop_signal(worker)
     worker.wait(timeout=timeout)
     text = log.read_text()
     assert worker.returncode == 0, text

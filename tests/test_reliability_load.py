@@ -6,7 +6,6 @@ so a task that ran twice, or never, is counted whatever the table shows.
 """
 
 import runpy
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from background_task.decorators import TaskFunction
 from background_task.models import Task
 from spec.database_url import SQLITE_OPTIONS
 from tests.conftest import REPO_ROOT
-from tests.processes import django_admin
+from tests.processes import django_admin, send_stop_signal
 from tests.taskapp import load_tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -101,7 +100,7 @@ def stop_workers(started: list[WorkerProcess]) -> list[int | None]:
     """Send SIGTERM to each worker and return their exit statuses, None for one that did not exit."""
     for worker in started:
         if worker.process.poll() is None:
-            worker.process.send_signal(signal.SIGTERM)
+            send_stop_signal(worker.process)
     statuses = []
     for worker in started:
         try:

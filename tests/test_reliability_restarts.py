@@ -32,7 +32,7 @@ import pytest
 from django.db import connection
 
 import dev
-from tests.processes import django_admin
+from tests.processes import django_admin, send_stop_signal
 from tests.settings_restart import MAX_RUN_TIME
 
 psycopg = pytest.importorskip("psycopg", reason="the restart tests talk to their own PostgreSQL server through psycopg")
@@ -312,7 +312,7 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 60) -> str:
         """Send SIGTERM unless the worker has exited, wait for it to exit, and return the log."""
-        self.process.send_signal(signal.SIGTERM)
+        send_stop_signal(self.process)
         self.process.wait(timeout=timeout)
         return self.log()
 
