@@ -9,6 +9,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import django
+
 from spec.database_url import SQLITE_OPTIONS, database_from_url
 
 SCRATCH = Path(os.environ.get("BACKGROUND_TASK_SCRATCH", tempfile.gettempdir()))
@@ -34,3 +36,9 @@ SECRET_KEY = "specification-suite-only"
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+if django.VERSION >= (6, 1):
+    # Django 6.1 replaces EMAIL_BACKEND with MAILERS and warns when a project
+    # sends mail without it, as the welcome-mail example in tests/ does. The
+    # test runner swaps each mailer for its in-memory backend.
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}

@@ -8,6 +8,8 @@ folder named by the EXAMPLE_VAR_DIR environment variable.
 import os
 from pathlib import Path
 
+import django
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("EXAMPLE_VAR_DIR") or BASE_DIR / "var").resolve()
 
@@ -52,8 +54,18 @@ TIME_ZONE = "UTC"
 
 # The file backend writes each sent message into a file under this folder
 # instead of talking to a mail server.
-EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
-EMAIL_FILE_PATH = str(VAR_DIR / "mail")
+MAIL_DIR = VAR_DIR / "mail"
+if django.VERSION >= (6, 1):
+    MAILERS = {
+        "default": {
+            "BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+            "OPTIONS": {"file_path": str(MAIL_DIR)},
+        }
+    }
+else:
+    # Django 6.1 replaced these two settings with MAILERS.
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = str(MAIL_DIR)
 DEFAULT_FROM_EMAIL = "queue-demo@example.com"
 
 #: Output locations of the demo's tasks.

@@ -33,8 +33,8 @@ class Command(BaseCommand):
                 f"  {report['words']:>7} words {report['lines']:>6} lines  {display_path(report['source'])}"
             )
 
-        mails = load_mail(settings.EMAIL_FILE_PATH)
-        self.stdout.write(f"Mails sent: {len(mails)} in {settings.EMAIL_FILE_PATH}")
+        mails = load_mail(settings.MAIL_DIR)
+        self.stdout.write(f"Mails sent: {len(mails)} in {settings.MAIL_DIR}")
         for message in mails:
             self.stdout.write(f"  to {message['To']}: {message['Subject']}")
 
