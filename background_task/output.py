@@ -37,9 +37,11 @@ class LogStream(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        if self._partial:
-            self._log(self._partial)
-            self._partial = ""
+        # Emptied before logging, so a flush that a signal cuts short, or
+        # the one when the stream is closed, does not log the text again.
+        partial, self._partial = self._partial, ""
+        if partial:
+            self._log(partial)
 
     def _log(self, line: str) -> None:
         self._logging = True

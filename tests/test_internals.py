@@ -34,6 +34,40 @@ def test_log_stream_joins_partial_writes(caplog):
     assert [record.getMessage() for record in caplog.records] == ["prefix: hello", "prefix: world"]
 
 
+def test_log_stream_flush_cut_short_logs_once():
+    """A flush that an exception cuts short, as a stop signal can, leaves nothing to log again on close."""
+    stream = LogStream(logging.INFO, "prefix: ", io.StringIO())
+    stream.write("last words")
+
+    class Interrupted(BaseException):
+        pass
+
+    class RaiseOnFirst(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+            if len(self.messages) == 1:
+                raise Interrupted
+
+    handler = RaiseOnFirst()
+    output_logger = logging.getLogger("background_task.output")
+    level = output_logger.level
+    output_logger.setLevel(logging.INFO)
+    output_logger.addHandler(handler)
+    try:
+        with pytest.raises(Interrupted):
+            stream.flush()
+        stream.close()
+    finally:
+        output_logger.removeHandler(handler)
+        output_logger.setLevel(level)
+
+    assert handler.messages == ["prefix: last words"]
+
+
 def test_time_limit_interrupts_and_restores_handler():
     previous = signal.getsignal(signal.SIGALRM)
 
