@@ -180,6 +180,10 @@ class Worker:
             task.pk, task.task_name, attempt, conf.max_attempts(),
         )
         started = time.monotonic()
+        # Set as soon as the function returns. A MAX_RUN_TIME alarm or a
+        # second stop signal that lands after that, while the block below
+        # closes, does not undo the run's success.
+        returned = False
 
         try:
             with ExitStack() as stack:
@@ -188,16 +192,19 @@ class Worker:
                 stack.enter_context(time_limit(self._time_left(claim), _run_time_exceeded()))
                 if self.capture_output:
                     stack.enter_context(captured_output(task.pk, task.task_name))
-                # NOTE: a second signal that lands after the task returns but
-                # before this block ends still counts as an interruption.
                 func(*args, **kwargs)
+                returned = True
         except TaskTimeout as error:
-            return self._fail(claim, f"Task {error}.\n{traceback.format_exc()}", error)
+            if not returned:
+                return self._fail(claim, f"Task {error}.\n{traceback.format_exc()}", error)
         except Exception as error:
             return self._fail(claim, traceback.format_exc(), error)
         except WorkerInterrupted as error:
             # The worker is being stopped: record the run, then let the stop go on.
-            self._fail(claim, f"Task interrupted: {error}.\n{traceback.format_exc()}", error)
+            if returned:
+                self._succeed(claim, started)
+            else:
+                self._fail(claim, f"Task interrupted: {error}.\n{traceback.format_exc()}", error)
             raise
         except KeyboardInterrupt as error:
             outcome = self._fail(claim, f"Task interrupted: KeyboardInterrupt.\n{traceback.format_exc()}", error)
@@ -208,11 +215,14 @@ class Worker:
             # SystemExit and other BaseExceptions end this run, not the worker.
             return self._fail(claim, traceback.format_exc(), error)
 
+        return self._succeed(claim, started)
+
+    def _succeed(self, claim: Claim, started: float) -> Outcome:
         outcome = self._settle(claim)
         if outcome is Outcome.SUCCEEDED:
             logger.info(
                 "Task id=%s name=%s succeeded in %.3f s",
-                task.pk, task.task_name, time.monotonic() - started,
+                claim.task.pk, claim.task.task_name, time.monotonic() - started,
             )
         return outcome
 
