@@ -17,6 +17,8 @@ directive reads these files from build/reliability/.
 
 import json
 import platform
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +65,30 @@ class Recorder:
         """Record one scenario's counts. Call it before asserting on them, so a failure still shows its figures."""
         self.records.append(
             Record(scenario, self.test, repetitions, tasks, lost, run_twice, left_locked, details=details)
+        )
+
+    def record_runs(
+        self,
+        scenario: str,
+        runs: Counter[str],
+        tokens: Iterable[str],
+        *,
+        left_locked: int,
+        tasks: int | None = None,
+        **details: object,
+    ) -> None:
+        """Record a scenario from the runs counted per token: a token with no run is lost, one with two or more ran twice.
+
+        ``tasks`` defaults to the number of ``tokens``.
+        """
+        tokens = list(tokens)
+        self.record(
+            scenario,
+            tasks=len(tokens) if tasks is None else tasks,
+            lost=sum(1 for token in tokens if runs[token] == 0),
+            run_twice=sum(1 for token in tokens if runs[token] > 1),
+            left_locked=left_locked,
+            **details,
         )
 
 

@@ -204,11 +204,8 @@ def test_sigkill_mid_task_counted_and_retried(tmp_path, worker_env, reliability)
     runs = read_runs(runs_log)
     starts, ends = count_runs(runs, "start"), count_runs(runs, "end")
     slow_starts = [run for run in runs if run.token == "slow" and run.kind == "start"]
-    reliability.record(
-        "Worker killed with SIGKILL mid-task",
-        tasks=1 + len(behind),
-        lost=sum(1 for token in ["slow", *behind] if ends[token] == 0),
-        run_twice=sum(1 for token in ["slow", *behind] if ends[token] > 1),
+    reliability.record_runs(
+        "Worker killed with SIGKILL mid-task", ends, ["slow", *behind],
         left_locked=Task.objects.filter(locked_by__isnull=False).count(),
     )
 
@@ -250,11 +247,8 @@ def test_os_exit_in_task_found_as_lost_run(tmp_path, worker_env, reliability):
 
     runs = read_runs(runs_log)
     starts, ends = count_runs(runs, "start"), count_runs(runs, "end")
-    reliability.record(
-        "Task calls os._exit mid-run",
-        tasks=2,
-        lost=sum(1 for token in ("exit", "behind") if ends[token] == 0),
-        run_twice=sum(1 for token in ("exit", "behind") if ends[token] > 1),
+    reliability.record_runs(
+        "Task calls os._exit mid-run", ends, ["exit", "behind"],
         left_locked=Task.objects.filter(locked_by__isnull=False).count(),
     )
 
@@ -369,11 +363,9 @@ def test_bad_rows_fail_clearly(tmp_path, worker_env, reliability):
     """
     rows, runs, behind = run_bad_cases(BAD_ROWS, tmp_path, worker_env)
     ends = count_runs(runs, "end")
-    reliability.record(
-        "Rows with corrupt arguments or an unknown task name",
+    reliability.record_runs(
+        "Rows with corrupt arguments or an unknown task name", ends, behind,
         tasks=len(BAD_ROWS) + len(behind),
-        lost=sum(1 for token in behind if ends[token] == 0),
-        run_twice=sum(1 for token in behind if ends[token] > 1),
         left_locked=Task.objects.filter(locked_by__isnull=False).count(),
     )
 
@@ -391,11 +383,9 @@ def test_bad_tasks_fail_clearly(tmp_path, worker_env, reliability):
     """
     rows, runs, behind = run_bad_cases(BAD_TASKS, tmp_path, worker_env)
     ends = count_runs(runs, "end")
-    reliability.record(
-        "Tasks that raise BaseExceptions or close the connection",
+    reliability.record_runs(
+        "Tasks that raise BaseExceptions or close the connection", ends, behind,
         tasks=len(BAD_TASKS) + len(behind),
-        lost=sum(1 for token in behind if ends[token] == 0),
-        run_twice=sum(1 for token in behind if ends[token] > 1),
         left_locked=Task.objects.filter(locked_by__isnull=False).count(),
     )
 
@@ -421,11 +411,8 @@ def test_task_closing_connection_succeeds(tmp_path, worker_env, reliability):
 
     ends = count_runs(read_runs(runs_log), "end")
     left = Task.objects.filter(pk=closing.pk).first()
-    reliability.record(
-        "Task closes the database connection and returns",
-        tasks=2,
-        lost=sum(1 for token in ("close", "behind") if ends[token] == 0),
-        run_twice=sum(1 for token in ("close", "behind") if ends[token] > 1),
+    reliability.record_runs(
+        "Task closes the database connection and returns", ends, ["close", "behind"],
         left_locked=Task.objects.filter(locked_by__isnull=False).count(),
     )
 
@@ -543,11 +530,8 @@ def test_second_signal_during_claim(tmp_path, worker_env, reliability):
     wait_until(lambda: not Task.objects.exists(), "the task to run", timeout=120, interval=0.1)
     stop_worker(drain, log)
     ends = count_runs(read_runs(runs_log), "end")
-    reliability.record(
-        "Second signal while a task is claimed",
-        tasks=1,
-        lost=int(ends["claimed"] == 0),
-        run_twice=int(ends["claimed"] > 1),
+    reliability.record_runs(
+        "Second signal while a task is claimed", ends, ["claimed"],
         left_locked=Task.objects.filter(locked_by__isnull=False).count(),
         locked_after_signals=int(after_signals is not None and after_signals.locked_by is not None),
     )

@@ -415,11 +415,9 @@ def test_idle_workers_survive_restart(server, queue, workers, tmp_path, reliabil
 
     logs = [worker.stop() for worker in started]
     runs = count_runs(marks)
-    reliability.record(
+    reliability.record_runs(
         f"2 idle workers (--sleep {sleep}) and a PostgreSQL restart",
-        tasks=len(tokens),
-        lost=sum(1 for token in tokens if runs[token] == 0),
-        run_twice=sum(1 for token in tokens if runs[token] > 1),
+        runs, tokens,
         left_locked=queue.count("locked_by IS NOT NULL"),
         backoff_warnings=count_backoffs(logs),
     )
@@ -455,11 +453,9 @@ def test_worker_starts_while_server_down(server, queue, workers, tmp_path, relia
 
     log = worker.stop()
     runs = count_runs(marks)
-    reliability.record(
+    reliability.record_runs(
         "A worker starts while PostgreSQL is down",
-        tasks=len(tokens),
-        lost=sum(1 for token in tokens if runs[token] == 0),
-        run_twice=sum(1 for token in tokens if runs[token] > 1),
+        runs, tokens,
         left_locked=queue.count("locked_by IS NOT NULL"),
     )
 
@@ -484,9 +480,9 @@ def test_restart_during_task_run(server, queue, workers, tmp_path, reliability):
 
     log = worker.stop()
     runs = count_runs(marks)
-    reliability.record(
+    reliability.record_runs(
         "PostgreSQL restarts while a 3 s task runs",
-        tasks=1, lost=int(runs["slow"] == 0), run_twice=int(runs["slow"] > 1),
+        runs, ["slow"],
         left_locked=queue.count("locked_by IS NOT NULL"), backoff_warnings=count_backoffs([log]),
     )
 
@@ -516,9 +512,9 @@ def test_outcome_waits_for_server(server, queue, workers, tmp_path, reliability)
     log = worker.stop()
     runs = count_runs(marks)
     waits = worker.backoff_waits()
-    reliability.record(
+    reliability.record_runs(
         "PostgreSQL is down when a task ends",
-        tasks=1, lost=int(runs["slow"] == 0), run_twice=int(runs["slow"] > 1),
+        runs, ["slow"],
         left_locked=queue.count("locked_by IS NOT NULL"), backoff_waits=waits,
     )
 
@@ -530,13 +526,14 @@ def test_outcome_waits_for_server(server, queue, workers, tmp_path, reliability)
     assert f"Task id={task_id} name={SLEEP_THEN_RECORD} succeeded" in log
 
 
-def test_sigterm_keeps_pending_outcome(server, queue, workers, tmp_path, reliability):
-    """SIGTERM while an outcome waits for the server: the worker writes it once the server is back, then stops.
+def sigterm_while_outcome_waits(
+    server: RestartableServer, queue: QueueDatabase, workers: Workers, marks: Path,
+) -> tuple[int, WorkerProcess]:
+    """Stop the server while a 2 s task runs, then send SIGTERM once its outcome waits for the server.
 
-    The first signal stops the worker after the task in progress, and
-    writing the outcome is part of that task.
+    Return the task's id and the worker, which has logged the signal. The
+    server is left stopped.
     """
-    marks = tmp_path / "marks.txt"
     task_id = queue.enqueue(SLEEP_THEN_RECORD, str(marks), "slow", 2.0)
     worker = workers.start(queue, "--sleep", "0.2", "--log-level", "INFO")
     worker.wait_for_text(f"Task id={task_id} name={SLEEP_THEN_RECORD} started")
@@ -546,14 +543,25 @@ def test_sigterm_keeps_pending_outcome(server, queue, workers, tmp_path, reliabi
     worker.wait_for_backoffs(1)
     worker.process.send_signal(signal.SIGTERM)
     worker.wait_for_text("received SIGTERM")
+    return task_id, worker
+
+
+def test_sigterm_keeps_pending_outcome(server, queue, workers, tmp_path, reliability):
+    """SIGTERM while an outcome waits for the server: the worker writes it once the server is back, then stops.
+
+    The first signal stops the worker after the task in progress, and
+    writing the outcome is part of that task.
+    """
+    marks = tmp_path / "marks.txt"
+    task_id, worker = sigterm_while_outcome_waits(server, queue, workers, marks)
     server.start()
     worker.process.wait(timeout=60)
 
     left = queue.count()
     runs = count_runs(marks)
-    reliability.record(
+    reliability.record_runs(
         "SIGTERM while a task's outcome waits for PostgreSQL",
-        tasks=1, lost=int(runs["slow"] == 0), run_twice=int(runs["slow"] > 1),
+        runs, ["slow"],
         left_locked=queue.count("locked_by IS NOT NULL"),
     )
 
@@ -571,15 +579,7 @@ def test_second_sigterm_abandons_outcome(server, queue, workers, tmp_path, relia
     runs twice and its row shows why.
     """
     marks = tmp_path / "marks.txt"
-    task_id = queue.enqueue(SLEEP_THEN_RECORD, str(marks), "slow", 2.0)
-    first = workers.start(queue, "--sleep", "0.2", "--log-level", "INFO")
-    first.wait_for_text(f"Task id={task_id} name={SLEEP_THEN_RECORD} started")
-
-    server.stop()
-    first.wait_for(lambda log: marks.exists(), "the end of the task")
-    first.wait_for_backoffs(1)
-    first.process.send_signal(signal.SIGTERM)
-    first.wait_for_text("received SIGTERM")
+    task_id, first = sigterm_while_outcome_waits(server, queue, workers, marks)
     first.process.send_signal(signal.SIGTERM)
     first.process.wait(timeout=60)
     server.start()
@@ -590,9 +590,9 @@ def test_second_sigterm_abandons_outcome(server, queue, workers, tmp_path, relia
     left = queue.wait_until_empty([second], timeout=MAX_RUN_TIME + 60)
     log = second.stop()
     runs = count_runs(marks)
-    reliability.record(
+    reliability.record_runs(
         "Second SIGTERM while a task's outcome waits for PostgreSQL",
-        tasks=1, lost=int(runs["slow"] == 0), run_twice=int(runs["slow"] > 1),
+        runs, ["slow"],
         left_locked=queue.count("locked_by IS NOT NULL"),
     )
 
@@ -637,11 +637,9 @@ def test_restarts_while_draining(server, queue, workers, tmp_path, reliability):
     runs = count_runs(marks)
     attempts = started_attempts(logs)
     outcomes_retried = len(retried_outcomes(logs))
-    reliability.record(
+    reliability.record_runs(
         "5 PostgreSQL restarts while 2 workers drain 500 tasks",
-        tasks=len(tokens),
-        lost=sum(1 for token in tokens if runs[token] == 0),
-        run_twice=sum(1 for token in tokens if runs[token] > 1),
+        runs, tokens,
         left_locked=queue.count("locked_by IS NOT NULL"),
         repetitions=len(DOWN_TIMES),
         seconds_down=DOWN_TIMES,
@@ -680,9 +678,9 @@ def test_task_outlives_idle_session_timeout(server, queue, workers, tmp_path, re
 
     log = worker.stop()
     runs = count_runs(marks)
-    reliability.record(
+    reliability.record_runs(
         "A task runs 3 s past a 1 s idle_session_timeout",
-        tasks=1, lost=int(runs["slow"] == 0), run_twice=int(runs["slow"] > 1),
+        runs, ["slow"],
         left_locked=queue.count("locked_by IS NOT NULL"),
     )
 

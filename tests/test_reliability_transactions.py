@@ -213,11 +213,8 @@ def test_worker_waits_for_commit(tmp_path, worker_env, reliability):
 
     counted = runs(marks)
     left_locked = Task.objects.filter(locked_by__isnull=False).count()
-    reliability.record(
-        "Tasks stored in a transaction while a worker polls",
-        tasks=len(committed),
-        lost=sum(1 for token in committed if counted[token] == 0),
-        run_twice=sum(1 for token in committed if counted[token] > 1),
+    reliability.record_runs(
+        "Tasks stored in a transaction while a worker polls", counted, committed,
         left_locked=left_locked,
         rolled_back=len(rolled_back),
         rolled_back_runs=sum(counted[token] for token in rolled_back),
@@ -386,11 +383,8 @@ def multidb_worker_waits_for_commit_on_task_alias(tmp_path, worker_env, reliabil
     counted = runs(marks)
     lines = marks.read_text(encoding="utf-8").splitlines() if marks.exists() else []
     left_locked = Task.objects.filter(locked_by__isnull=False).count()
-    reliability.record(
-        "Tasks stored in a transaction on a routed alias while a worker polls",
-        tasks=len(names),
-        lost=sum(1 for name in names if counted[name] == 0),
-        run_twice=sum(1 for name in names if counted[name] > 1),
+    reliability.record_runs(
+        "Tasks stored in a transaction on a routed alias while a worker polls", counted, names,
         left_locked=left_locked,
         runs_before_commit=runs_before_commit,
     )
