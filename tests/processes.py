@@ -40,12 +40,10 @@ def stop(workers: list[subprocess.Popen]) -> list[str]:
 
 
 def send_stop_signal(worker: subprocess.Popen, number: int = signal.SIGTERM, timeout: float = 60) -> None:
-    """Send ``number`` once ``worker`` handles it, so the signal asks the worker to stop.
+    """Send signal ``number`` once ``worker`` has installed its handler for it.
 
-    A worker that is still importing Django has Python's default handler,
-    which ends the process at once with status -15 for SIGTERM. A test that
-    sends the signal as soon as the queue is empty can meet a worker still
-    starting, so this waits for ``process_tasks`` to install its handler. A
+    Until then Python's default action applies, so SIGTERM would end a worker
+    that is still importing Django with status -15 instead of stopping it. A
     worker that has exited already is left to the caller's checks.
     """
     deadline = time.monotonic() + timeout

@@ -34,7 +34,7 @@ def test_log_stream_joins_partial_writes(caplog):
     assert [record.getMessage() for record in caplog.records] == ["prefix: hello", "prefix: world"]
 
 
-def test_log_stream_flush_cut_short_logs_once():
+def test_interrupted_flush_logs_once():
     """A flush that an exception cuts short, as a stop signal can, leaves nothing to log again on close."""
     stream = LogStream(logging.INFO, "prefix: ", io.StringIO())
     stream.write("last words")

@@ -9,6 +9,7 @@ success and the task does not run again.
 import logging
 import os
 import signal
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -31,11 +32,11 @@ def print_last_words() -> None:
 
 
 class SignalOnLastWords(logging.Handler):
-    """Sends this process the given signals when the task's last output is logged."""
+    """Logging handler that sends this process its ``signals`` when the task's last output is logged."""
 
-    def __init__(self, *signals: signal.Signals) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.signals = signals
+        self.signals: tuple[signal.Signals, ...] = ()
 
     def emit(self, record: logging.LogRecord) -> None:
         if LAST_WORDS in record.getMessage():
@@ -44,22 +45,20 @@ class SignalOnLastWords(logging.Handler):
 
 
 @pytest.fixture
-def signal_on_last_words():
-    """Install a handler on the output logger that sends the signals each test names."""
+def signal_on_last_words() -> Iterator[Callable[..., None]]:
+    """Install a SignalOnLastWords handler for the test, and return the function that sets its signals."""
     output_logger = logging.getLogger("background_task.output")
     level = output_logger.level
+    handler = SignalOnLastWords()
     # The captured stdout is logged at INFO.
     output_logger.setLevel(logging.INFO)
-    handlers: list[SignalOnLastWords] = []
+    output_logger.addHandler(handler)
 
-    def install(*signals: signal.Signals) -> None:
-        handler = SignalOnLastWords(*signals)
-        handlers.append(handler)
-        output_logger.addHandler(handler)
+    def send(*signals: signal.Signals) -> None:
+        handler.signals = signals
 
-    yield install
-    for handler in handlers:
-        output_logger.removeHandler(handler)
+    yield send
+    output_logger.removeHandler(handler)
     output_logger.setLevel(level)
 
 

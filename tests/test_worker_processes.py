@@ -88,7 +88,8 @@ def test_sigterm_during_start_up_claims_nothing(tmp_path, worker_env):
     row = Task.objects.get(pk=task.pk)
     assert "received SIGTERM" in log
     assert "stopped on request" in log
-    assert (row.attempts, row.locked_by) == (0, None)
+    assert row.attempts == 0
+    assert row.locked_by is None
     assert not marks.exists()
 
 
