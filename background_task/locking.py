@@ -24,6 +24,8 @@ FIELDS = Task._meta.concrete_fields
 #: The columns the claims return, in the order of FIELDS, so a row needs no
 #: lookup by column name.
 RETURNED = ", ".join(f"task.{field.column}" for field in FIELDS)
+#: The attribute names of FIELDS, as Model.from_db expects them.
+ATTNAMES = [field.attname for field in FIELDS]
 
 DUE = "failed_at IS NULL AND run_at <= %s AND (locked_at IS NULL OR locked_at < %s)"
 
@@ -190,7 +192,7 @@ def _claim_from_values(alias: str, values: list, worker_id: str, now: datetime) 
     # PostgreSQL's driver returns each column as the field's Python type, so
     # none needs conversion.
     *task_values, previous_by, previous_at = values
-    task = Task.from_db(alias, [field.attname for field in FIELDS], task_values)
+    task = Task.from_db(alias, ATTNAMES, task_values)
     return _claim(task, worker_id, now, previous_by, previous_at)
 
 
