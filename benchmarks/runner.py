@@ -85,6 +85,8 @@ def measure_database(ctx: measures.Context, sizes: Sizes) -> dict:
     ctx.target.execute("DELETE FROM background_task WHERE failed_at IS NULL AND run_at <= "
                        + ("%s" if ctx.target.vendor == "postgresql" else "?"),
                        (measures.sql.param(ctx.target.vendor, measures.sql.now()),))
+    # NOTE: each repeat leaves the rows it deleted to a VACUUM that never runs
+    # in this phase, so later repeats can be slower on PostgreSQL.
     for run in range(1, sizes.repeat + 1):
         step = f"repeat {run}/{sizes.repeat}"
         value = measures.limit(ctx, sizes.tasks)
